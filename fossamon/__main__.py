@@ -1,0 +1,5 @@
+import sys
+
+from fossamon.cli import main
+
+sys.exit(main())

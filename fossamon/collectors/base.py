@@ -1,0 +1,56 @@
+"""What a collector is, and the explicit registry of the ones fossamon has.
+
+A collector is built from its config section, and each `collect()` returns one Batch: samples
+plus failures as data. Collectors never schedule, sleep, loop or retry (the scheduler does) and
+never raise out of `collect()` for a failed probe: a target that is down is a measurement.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from fossamon.config import CollectorsConfig
+    from fossamon.model import Batch
+
+
+class Collector(Protocol):
+    name: str
+    interval: float
+    jitter: float
+
+    async def collect(self) -> Batch:
+        """One run. Failures are returned in `Batch.errors`, never raised."""
+        ...
+
+    async def close(self) -> None:
+        """Release sessions, connections and threads. Safe to call twice."""
+        ...
+
+
+# name → "module:Class". The class takes its config section as the only required argument.
+# Imported on demand so `fossamon check` does not pay for aiohttp or aiosqlite.
+COLLECTORS: dict[str, str] = {
+    "system": "fossamon.collectors.system:SystemCollector",
+    "api": "fossamon.collectors.api:ApiCollector",
+    "db": "fossamon.collectors.db:DbCollector",
+}
+
+
+def collector_class(name: str) -> Any:
+    module_name, _, attr = COLLECTORS[name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def enabled_sections(config: CollectorsConfig) -> dict[str, Any]:
+    """The configured and enabled collector sections, by collector name, in registry order."""
+    sections = {name: getattr(config, name) for name in COLLECTORS}
+    return {n: s for n, s in sections.items() if s is not None and s.enabled}
+
+
+def build_collectors(config: CollectorsConfig) -> list[Collector]:
+    built: list[Collector] = []
+    for name, section in enabled_sections(config).items():
+        built.append(collector_class(name)(section))
+    return built

@@ -1,0 +1,472 @@
+"""config.toml → a validated, typed, immutable `Config`.
+
+Every problem is reported with the file, the key path (`collectors.api.endpoints[1].timeout`)
+and what was expected; all problems of a file are reported at once, so an operator fixes a
+file in one pass. Unknown keys are errors (with a "did you mean" where one is close), because
+a misspelt key that is silently ignored is a monitor that silently does not monitor.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+)
+
+from fossamon.errors import ConfigError, ConfigProblem
+from fossamon.units import DURATION_HINT, SIZE_HINT, parse_duration, parse_size
+
+DEFAULT_CONFIG_PATH = "/etc/fossamon/config.toml"
+MIN_INTERVAL = 0.1
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+    if value == 0:
+        return 0.0
+    # A bare number is ambiguous (seconds? milliseconds?), so only zero may go without a unit.
+    raise ValueError(f'expected {DURATION_HINT} (with a unit: write "{value}s"), got {value!r}')
+
+
+def _size(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_size(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError(f"expected {SIZE_HINT} or a whole number of bytes, got {value!r}")
+
+
+def _threshold(value: Any) -> Any:
+    """A level: a plain number, or a duration (→ seconds) or size (→ bytes) for such metrics."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        for parse in (parse_duration, parse_size):
+            try:
+                return float(parse(value))
+            except ValueError:
+                continue
+    raise ValueError(f"expected a number, {DURATION_HINT}, or {SIZE_HINT}; got {value!r}")
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+def _interval(value: float) -> float:
+    if value < MIN_INTERVAL:
+        raise ValueError(f"must be at least {MIN_INTERVAL * 1000:.0f}ms, got {value}s")
+    return value
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    """Relative paths are relative to the config file, not to whatever cwd systemd gave us."""
+    if not value:
+        return value
+    base = (info.context or {}).get("base_dir")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return str(path)
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+def _http_url(value: str) -> str:
+    if value and not re.match(r"https?://[^/\s]+", value):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(_duration), AfterValidator(_positive)]
+Interval = Annotated[float, BeforeValidator(_duration), AfterValidator(_interval)]
+Size = Annotated[int, BeforeValidator(_size)]
+Threshold = Annotated[float, BeforeValidator(_threshold)]
+FilePath = Annotated[str, AfterValidator(_resolve_path)]
+Regex = Annotated[str, AfterValidator(_regex)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$", max_length=128)]
+
+
+class _Section(BaseModel):
+    # strict: TOML already has types, so "10" for a number is a mistake to report, not coerce.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+class DaemonConfig(_Section):
+    state_dir: FilePath = "/var/lib/fossamon"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "console", "journal", "json"] = "auto"
+    hostname: str = ""
+    shutdown_grace: Duration = 5.0
+
+
+class OutputFileConfig(_Section):
+    path: FilePath
+
+
+class OutputConfig(_Section):
+    metrics: OutputFileConfig = OutputFileConfig(
+        path="/var/log/fossamon/performance-metrics.jsonl"
+    )
+    alerts: OutputFileConfig = OutputFileConfig(path="/var/log/fossamon/performance-alerts.jsonl")
+
+
+class SystemCollectorConfig(_Section):
+    enabled: bool = True
+    interval: Interval = 10.0
+    jitter: Duration = 0.0
+    disks: list[str] = Field(default_factory=lambda: ["/"])
+    per_cpu: bool = False
+    network_interfaces: list[str] = Field(default_factory=list)
+
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class EndpointConfig(_Section):
+    name: Name
+    path: str | None = None
+    url: HttpUrl | None = None
+    method: HttpMethod = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: Any = Field(default=None, alias="json")
+    body: str | None = None
+    timeout: PositiveDuration | None = None
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
+    body_regex: Regex | None = None
+    expect_json: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApiCollectorConfig(_Section):
+    enabled: bool = True
+    interval: Interval = 15.0
+    jitter: Duration = 0.0
+    timeout: PositiveDuration = 10.0
+    base_url: HttpUrl = ""
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_body: Size = 1024 * 1024
+    max_concurrency: Annotated[int, Field(ge=1, le=10000)] = 100
+    verify_tls: bool = True
+    follow_redirects: bool = True
+    max_redirects: Annotated[int, Field(ge=0, le=100)] = 10
+    endpoints: list[EndpointConfig] = Field(min_length=1)
+
+
+class QueryConfig(_Section):
+    name: Name
+    sql: Annotated[str, Field(min_length=1)]
+    record_value: bool = False
+    timeout: PositiveDuration | None = None
+
+
+class DbCollectorConfig(_Section):
+    enabled: bool = True
+    interval: Interval = 60.0
+    jitter: Duration = 0.0
+    path: FilePath
+    timeout: PositiveDuration = 5.0
+    max_rows: Annotated[int, Field(ge=1)] = 10000
+    queries: list[QueryConfig] = Field(default_factory=list)
+
+
+class CollectorsConfig(_Section):
+    system: SystemCollectorConfig = SystemCollectorConfig()
+    api: ApiCollectorConfig | None = None
+    db: DbCollectorConfig | None = None
+
+
+Aggregate = Literal["last", "avg", "min", "max", "p50", "p90", "p95", "p99", "rate", "slope"]
+
+
+class RuleConfig(_Section):
+    name: Name
+    metric: Annotated[str, Field(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]
+    labels: dict[str, str] = Field(default_factory=dict)
+    aggregate: Aggregate = "last"
+    window: PositiveDuration | None = None
+    direction: Literal["above", "below"] = "above"
+    warning: Threshold | None = None
+    critical: Threshold | None = None
+    clear: Threshold | None = None
+    for_: Duration = Field(default=0.0, alias="for")
+    summary: str | None = None
+
+
+class Config(_Section):
+    daemon: DaemonConfig = DaemonConfig()
+    output: OutputConfig = OutputConfig()
+    collectors: CollectorsConfig = CollectorsConfig()
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+    def host(self) -> str:
+        import socket  # noqa: PLC0415 - only needed when no hostname is configured
+
+        return self.daemon.hostname or socket.gethostname()
+
+
+# --- loading -------------------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
+
+
+def _substitute(text: str, env: typing.Mapping[str, str]) -> str:
+    """`${VAR}`, `${VAR:-default}` (unset or empty), `${VAR-default}` (unset); `$$` is `$`."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, operator, default = match.group(1), match.group(2), match.group(3)
+        value = env.get(name)
+        if operator == ":-" and not value:
+            return default
+        if operator == "-" and value is None:
+            return default
+        if value is None:
+            msg = f"environment variable {name} is not set (write ${{{name}:-default}} to give one)"
+            raise ValueError(msg)
+        return value
+
+    return _ENV_REF.sub(replace, text)
+
+
+def _walk_env(
+    node: Any, path: str, env: typing.Mapping[str, str], problems: list[ConfigProblem], file: str
+) -> Any:
+    if isinstance(node, str):
+        try:
+            return _substitute(node, env)
+        except ValueError as exc:
+            problems.append(ConfigProblem(file, path, str(exc)))
+            return node
+    if isinstance(node, dict):
+        return {
+            k: _walk_env(v, f"{path}.{k}" if path else k, env, problems, file)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_walk_env(v, f"{path}[{i}]", env, problems, file) for i, v in enumerate(node)]
+    return node
+
+
+def format_key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class that holds the key at `loc` (to suggest a spelling for an unknown key)."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = next(
+            (f for n, f in model.model_fields.items() if part in (n, f.alias)),
+            None,
+        )
+        if field is None:
+            return None
+        inner = _first_model(field.annotation)
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (list, Union, types.UnionType, Annotated):
+        for arg in typing.get_args(annotation):
+            found = _first_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _describe(error: Any) -> str:
+    kind, msg, value = error["type"], error["msg"], error.get("input")
+    if kind == "extra_forbidden":
+        loc = error["loc"]
+        parent = _model_at(loc[:-1])
+        hint = ""
+        if parent is not None:
+            names = [f.alias or n for n, f in parent.model_fields.items()]
+            close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else f" (known keys: {', '.join(names)})"
+        return f"unknown key{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    msg = msg.removeprefix("Value error, ")
+    if kind in {"value_error", "assertion_error"}:
+        return msg
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} has characters that are not allowed ({msg.lower()})"
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{msg[0].lower()}{msg[1:]}, got {shown}"
+
+
+def _semantic_problems(config: Config, file: str) -> list[ConfigProblem]:
+    """Checks that span several keys, reported at the exact key to change."""
+    problems: list[ConfigProblem] = []
+
+    def problem(path: str, message: str) -> None:
+        problems.append(ConfigProblem(file, path, message))
+
+    api = config.collectors.api
+    if api is not None:
+        seen: set[str] = set()
+        for i, ep in enumerate(api.endpoints):
+            where = f"collectors.api.endpoints[{i}]"
+            if ep.name in seen:
+                problem(f"{where}.name", f'duplicate endpoint name "{ep.name}"')
+            seen.add(ep.name)
+            if (ep.path is None) == (ep.url is None):
+                problem(where, 'give exactly one of "path" (joined to base_url) or "url"')
+            elif ep.path is not None and not api.base_url:
+                problem(f"{where}.path", '"path" needs collectors.api.base_url (or use "url")')
+            elif ep.path is not None and not ep.path.startswith("/"):
+                problem(f"{where}.path", f'must start with "/", got {ep.path!r}')
+            if ep.json_body is not None and ep.body is not None:
+                problem(where, 'give at most one of "json" and "body"')
+    db = config.collectors.db
+    if db is not None:
+        seen = set()
+        for i, query in enumerate(db.queries):
+            if query.name in seen:
+                problem(f"collectors.db.queries[{i}].name", f'duplicate query name "{query.name}"')
+            seen.add(query.name)
+    rule_names: set[str] = set()
+    for i, rule in enumerate(config.rules):
+        problems.extend(_rule_problems(rule, f"rules[{i}]", file))
+        if rule.name in rule_names:
+            problem(f"rules[{i}].name", f'duplicate rule name "{rule.name}"')
+        rule_names.add(rule.name)
+    return problems
+
+
+def _rule_problems(rule: RuleConfig, where: str, file: str) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    levels = [x for x in (rule.warning, rule.critical) if x is not None]
+    if not levels:
+        problems.append(ConfigProblem(file, where, 'give "warning", "critical" or both'))
+        return problems
+    above = rule.direction == "above"
+    if rule.warning is not None and rule.critical is not None:
+        ordered = rule.warning <= rule.critical if above else rule.warning >= rule.critical
+        if not ordered:
+            relation = "at most" if above else "at least"
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.warning",
+                    f'must be {relation} "critical" ({rule.critical:g}) '
+                    f'for direction "{rule.direction}", got {rule.warning:g}',
+                )
+            )
+    if rule.clear is not None:
+        first = min(levels) if above else max(levels)
+        wrong_side = rule.clear > first if above else rule.clear < first
+        if wrong_side:
+            side = "below" if above else "above"
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.clear",
+                    f"must be {side} the first level ({first:g}) so recovery is a real "
+                    f"recovery, got {rule.clear:g}",
+                )
+            )
+    if rule.aggregate != "last" and rule.window is None:
+        problems.append(
+            ConfigProblem(file, f"{where}.window", f'aggregate "{rule.aggregate}" needs a window')
+        )
+    return problems
+
+
+def parse_config(
+    text: str,
+    file: str = "<config>",
+    env: typing.Mapping[str, str] | None = None,
+    base_dir: str | None = None,
+) -> Config:
+    """Parse and validate TOML text; raise ConfigError listing every problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem(file, "", f"invalid TOML: {exc}")]) from None
+    problems: list[ConfigProblem] = []
+    raw = _walk_env(raw, "", os.environ if env is None else env, problems, file)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        config = Config.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        problems = [
+            ConfigProblem(file, format_key_path(tuple(err["loc"])), _describe(err))
+            for err in exc.errors()
+        ]
+        raise ConfigError(problems) from None
+    problems = _semantic_problems(config, file)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | os.PathLike[str], env: typing.Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file. Relative paths inside it are relative to its folder."""
+    file = str(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(file, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise ConfigError([ConfigProblem(file, "", "is a directory, not a file")]) from None
+    except PermissionError:
+        raise ConfigError([ConfigProblem(file, "", "permission denied")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(file, "", f"not UTF-8 text: {exc.reason}")]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(file, "", f"cannot read: {exc.strerror}")]) from None
+    return parse_config(text, file, env, base_dir=str(Path(file).resolve().parent))
+
+
+def default_config_path(env: typing.Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("FOSSAMON_CONFIG") or DEFAULT_CONFIG_PATH

@@ -1,0 +1,169 @@
+"""The data that flows through fossamon: samples and batches in, alert events out.
+
+Everything here is an immutable value. Timestamps are POSIX seconds (float, UTC);
+they become ISO-8601 strings only at the edges (JSONL, tables).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+Labels = tuple[tuple[str, str], ...]
+"""Label pairs sorted by name: hashable, so a (name, labels) pair keys a series."""
+
+SeriesKey = tuple[str, Labels]
+
+
+def make_labels(labels: dict[str, str] | None = None, /, **kwargs: str) -> Labels:
+    merged = {**(labels or {}), **kwargs}
+    return tuple(sorted(merged.items()))
+
+
+def format_series(name: str, labels: Labels) -> str:
+    """`api_up{endpoint="health"}`: the Prometheus spelling, for tables and logs."""
+    if not labels:
+        return name
+    inner = ",".join(f'{k}="{v}"' for k, v in labels)
+    return f"{name}{{{inner}}}"
+
+
+def iso_ts(ts: float) -> str:
+    """ISO-8601 UTC with milliseconds and a `Z`, the one timestamp format of the JSONL files."""
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    name: str
+    value: float
+    labels: Labels = ()
+
+    @property
+    def key(self) -> SeriesKey:
+        return (self.name, self.labels)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "labels": dict(self.labels), "value": self.value}
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a probe or query failed. Stable strings: operators grep and alert on them."""
+
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    DNS = "dns"
+    TLS = "tls"
+    STATUS = "status"
+    BODY_MISMATCH = "body_mismatch"
+    TOO_LARGE = "too_large"
+    MISSING = "missing"
+    NOT_A_DATABASE = "not_a_database"
+    LOCKED = "locked"
+    NO_SUCH_TABLE = "no_such_table"
+    READONLY_SHM = "readonly_shm"
+    PERMISSION = "permission"
+    SQL = "sql"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed probe/query/reading inside a collector run. Data, never an exception."""
+
+    target: str
+    kind: ErrorKind
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "kind": str(self.kind), "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Everything one collector run produced."""
+
+    collector: str
+    ts: float
+    duration: float
+    samples: tuple[Sample, ...] = ()
+    errors: tuple[Failure, ...] = ()
+
+    def to_json(self, host: str) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "ts": iso_ts(self.ts),
+            "host": host,
+            "collector": self.collector,
+            "duration_ms": round(self.duration * 1000, 3),
+            "samples": [s.to_json() for s in self.samples],
+            "errors": [e.to_json() for e in self.errors],
+        }
+
+
+class Severity(enum.IntEnum):
+    """Ordered, so `max()` picks the worse one."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class EventKind(enum.StrEnum):
+    FIRING = "firing"
+    ESCALATED = "escalated"
+    DEESCALATED = "deescalated"
+    RESOLVED = "resolved"
+
+
+def fingerprint(rule: str, labels: Labels) -> str:
+    """Stable id of one alert series: the same rule and labels give the same id across restarts."""
+    payload = json.dumps([rule, labels], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    ts: float
+    kind: EventKind
+    rule: str
+    severity: Severity
+    labels: Labels
+    value: float | None
+    threshold: float | None
+    since: float
+    summary: str
+    metric: str = ""
+    aggregate: str = ""
+    window: float = 0.0
+    fingerprint: str = field(default="")
+
+    def to_json(self, host: str) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "ts": iso_ts(self.ts),
+            "host": host,
+            "event": str(self.kind),
+            "rule": self.rule,
+            "severity": self.severity.label,
+            "labels": dict(self.labels),
+            "value": self.value,
+            "threshold": self.threshold,
+            "since": iso_ts(self.since),
+            "summary": self.summary,
+            "metric": self.metric,
+            "aggregate": self.aggregate,
+            "window_seconds": self.window,
+            "fingerprint": self.fingerprint or fingerprint(self.rule, self.labels),
+        }

@@ -1,0 +1,90 @@
+"""Durations and sizes as operators write them ("250ms", "1h30m", "50MB"), and back."""
+
+from __future__ import annotations
+
+import math
+import re
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+
+# Decimal units as disks and `df -H` count them, binary ones as `ls -lh` and RAM do.
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+
+DURATION_HINT = 'a duration such as "250ms", "15s", "5m", "1h" or "1d"'
+SIZE_HINT = 'a size such as "64KB", "50MB" or "1MiB"'
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `text`; raises ValueError naming the expected form."""
+    compact = text.strip()
+    if compact == "0":
+        return 0.0
+    if compact.startswith("-"):
+        raise ValueError(f"must not be negative, got {text!r}")
+    if not _DURATION_WHOLE.fullmatch(compact):
+        raise ValueError(f"expected {DURATION_HINT}, got {text!r}")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(compact))
+
+
+def parse_size(text: str) -> int:
+    """Bytes in `text`; raises ValueError naming the expected form."""
+    compact = text.strip().lower()
+    if compact.startswith("-"):
+        raise ValueError(f"must not be negative, got {text!r}")
+    match = _SIZE.fullmatch(compact)
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise ValueError(f"expected {SIZE_HINT}, got {text!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form for tables: 850µs, 12.3ms, 1.25s, 5m, 2h."""
+    if math.isnan(seconds):
+        return "nan"
+    magnitude = abs(seconds)
+    if magnitude < 0.001:
+        return f"{seconds * 1e6:.0f}µs"
+    if magnitude < 1:
+        return f"{seconds * 1000:.1f}ms"
+    if magnitude < 120:
+        return f"{seconds:.2f}s"
+    if magnitude < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def format_bytes(count: float) -> str:
+    """Binary units, as `free -h` and `ls -lh` print them."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - the loop always returns
+
+
+def format_value(metric: str, value: float) -> str:
+    """A sample's value with the unit its metric name promises (Prometheus naming)."""
+    if metric.endswith("_seconds"):
+        return format_duration(value)
+    if metric.endswith("_bytes") or metric.endswith("_bytes_total"):
+        return format_bytes(value)
+    if metric.endswith("_percent"):
+        return f"{value:.1f} %"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
