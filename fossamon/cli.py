@@ -1,2 +1,134 @@
-def main() -> int:
-    return 0
+"""`fossamon` command line: argument parsing and dispatch only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import sys
+from typing import TYPE_CHECKING
+
+from fossamon import __version__
+from fossamon.config import Config, default_config_path, load_config
+from fossamon.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+EX_OK = 0
+EX_CRITICAL = 1
+EX_USAGE = 64
+EX_CANTCREAT = 73
+EX_CONFIG = 78
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="config file (default: $FOSSAMON_CONFIG, then /etc/fossamon/config.toml)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fossamon",
+        description="Performance monitor for a web API + SQLite application and its host.",
+    )
+    parser.add_argument("--version", action="version", version=f"fossamon {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon in the foreground (what systemd runs)")
+    _add_config_option(run)
+
+    check = commands.add_parser("check", help="validate the config and show what would run")
+    _add_config_option(check)
+
+    once = commands.add_parser("once", help="one cycle of every collector and rule, printed")
+    _add_config_option(once)
+    once.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    demo = commands.add_parser("demo", help="run against a built-in stand-in application")
+    demo.add_argument("--dir", metavar="DIR", help="where to keep the demo files (default: temp)")
+    demo.add_argument("--port", type=int, default=0, help="port for the stand-in (default: free)")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    return parser
+
+
+def _load(path_arg: str | None) -> tuple[Config | None, str]:
+    path = path_arg or default_config_path()
+    try:
+        return load_config(path), path
+    except ConfigError as exc:
+        print(f"fossamon: invalid configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None, path
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from fossamon.overview import describe, warnings  # noqa: PLC0415 - keep startup lean
+
+    config, path = _load(args.config)
+    if config is None:
+        return EX_CONFIG
+    print("\n".join(describe(config, path)))
+    found = warnings(config)
+    if found:
+        print(f"warnings ({len(found)}):")
+        print("\n".join(f"  {w}" for w in found))
+    return EX_OK
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from fossamon.model import Severity  # noqa: PLC0415
+    from fossamon.oneshot import render_json, render_table, run_once  # noqa: PLC0415
+
+    config, _ = _load(args.config)
+    if config is None:
+        return EX_CONFIG
+    result = asyncio.run(run_once(config))
+    print(render_json(result) if args.json else render_table(result))
+    return EX_CRITICAL if result.worst >= Severity.CRITICAL else EX_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fossamon.daemon import Daemon  # noqa: PLC0415
+    from fossamon.log import configure_logging  # noqa: PLC0415
+
+    config, path = _load(args.config)
+    if config is None:
+        return EX_CONFIG
+    # A hung loop ends in the watchdog's SIGABRT; this puts the Python stack in the journal.
+    faulthandler.enable()
+    configure_logging(config.daemon.log_level, config.daemon.log_format)
+    try:
+        return asyncio.run(Daemon(config, path).run())
+    except OSError as exc:
+        # Output files that cannot be created at start: a setup problem, said plainly.
+        print(f"fossamon: cannot start: {exc}", file=sys.stderr)
+        return EX_CANTCREAT
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fossamon.demo.run import run_demo  # noqa: PLC0415
+
+    return run_demo(directory=args.dir, port=args.port, duration=args.duration)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "once": cmd_once,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130

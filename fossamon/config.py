@@ -38,7 +38,8 @@ def _duration(value: Any) -> Any:
     if isinstance(value, str):
         return parse_duration(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+        # pydantic turns ValueError (not TypeError) into a located validation error
+        raise ValueError(f"expected {DURATION_HINT}, got {value!r}")  # noqa: TRY004
     if value == 0:
         return 0.0
     # A bare number is ambiguous (seconds? milliseconds?), so only zero may go without a unit.
@@ -56,7 +57,7 @@ def _size(value: Any) -> Any:
 def _threshold(value: Any) -> Any:
     """A level: a plain number, or a duration (→ seconds) or size (→ bytes) for such metrics."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {value!r}")  # noqa: TRY004 - see _duration
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
@@ -134,9 +135,7 @@ class OutputFileConfig(_Section):
 
 
 class OutputConfig(_Section):
-    metrics: OutputFileConfig = OutputFileConfig(
-        path="/var/log/fossamon/performance-metrics.jsonl"
-    )
+    metrics: OutputFileConfig = OutputFileConfig(path="/var/log/fossamon/performance-metrics.jsonl")
     alerts: OutputFileConfig = OutputFileConfig(path="/var/log/fossamon/performance-alerts.jsonl")
 
 
@@ -327,11 +326,12 @@ def _describe(error: Any) -> str:
         if parent is not None:
             names = [f.alias or n for n, f in parent.model_fields.items()]
             close = difflib.get_close_matches(str(loc[-1]), names, n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else f" (known keys: {', '.join(names)})"
+            known = ", ".join(names)
+            hint = f' (did you mean "{close[0]}"?)' if close else f" (known keys: {known})"
         return f"unknown key{hint}"
     if kind == "missing":
         return "required key is missing"
-    msg = msg.removeprefix("Value error, ")
+    msg = str(msg).removeprefix("Value error, ")
     if kind in {"value_error", "assertion_error"}:
         return msg
     if kind == "string_pattern_mismatch":
@@ -345,39 +345,45 @@ def _describe(error: Any) -> str:
 def _semantic_problems(config: Config, file: str) -> list[ConfigProblem]:
     """Checks that span several keys, reported at the exact key to change."""
     problems: list[ConfigProblem] = []
-
-    def problem(path: str, message: str) -> None:
-        problems.append(ConfigProblem(file, path, message))
-
-    api = config.collectors.api
-    if api is not None:
-        seen: set[str] = set()
-        for i, ep in enumerate(api.endpoints):
-            where = f"collectors.api.endpoints[{i}]"
-            if ep.name in seen:
-                problem(f"{where}.name", f'duplicate endpoint name "{ep.name}"')
-            seen.add(ep.name)
-            if (ep.path is None) == (ep.url is None):
-                problem(where, 'give exactly one of "path" (joined to base_url) or "url"')
-            elif ep.path is not None and not api.base_url:
-                problem(f"{where}.path", '"path" needs collectors.api.base_url (or use "url")')
-            elif ep.path is not None and not ep.path.startswith("/"):
-                problem(f"{where}.path", f'must start with "/", got {ep.path!r}')
-            if ep.json_body is not None and ep.body is not None:
-                problem(where, 'give at most one of "json" and "body"')
-    db = config.collectors.db
-    if db is not None:
-        seen = set()
-        for i, query in enumerate(db.queries):
-            if query.name in seen:
-                problem(f"collectors.db.queries[{i}].name", f'duplicate query name "{query.name}"')
-            seen.add(query.name)
-    rule_names: set[str] = set()
+    if config.collectors.api is not None:
+        problems.extend(_api_problems(config.collectors.api, file))
+    if config.collectors.db is not None:
+        problems.extend(
+            _duplicate_names(
+                [q.name for q in config.collectors.db.queries], "collectors.db.queries", file
+            )
+        )
     for i, rule in enumerate(config.rules):
         problems.extend(_rule_problems(rule, f"rules[{i}]", file))
-        if rule.name in rule_names:
-            problem(f"rules[{i}].name", f'duplicate rule name "{rule.name}"')
-        rule_names.add(rule.name)
+    problems.extend(_duplicate_names([r.name for r in config.rules], "rules", file))
+    return problems
+
+
+def _duplicate_names(names: list[str], where: str, file: str) -> list[ConfigProblem]:
+    seen: set[str] = set()
+    problems = []
+    for i, name in enumerate(names):
+        if name in seen:
+            problems.append(ConfigProblem(file, f"{where}[{i}].name", f'duplicate name "{name}"'))
+        seen.add(name)
+    return problems
+
+
+def _api_problems(api: ApiCollectorConfig, file: str) -> list[ConfigProblem]:
+    problems = _duplicate_names([e.name for e in api.endpoints], "collectors.api.endpoints", file)
+    for i, ep in enumerate(api.endpoints):
+        where = f"collectors.api.endpoints[{i}]"
+        if (ep.path is None) == (ep.url is None):
+            message = 'give exactly one of "path" (joined to base_url) or "url"'
+            problems.append(ConfigProblem(file, where, message))
+        elif ep.path is not None and not api.base_url:
+            message = '"path" needs collectors.api.base_url (or use "url")'
+            problems.append(ConfigProblem(file, f"{where}.path", message))
+        elif ep.path is not None and not ep.path.startswith("/"):
+            message = f'must start with "/", got {ep.path!r}'
+            problems.append(ConfigProblem(file, f"{where}.path", message))
+        if ep.json_body is not None and ep.body is not None:
+            problems.append(ConfigProblem(file, where, 'give at most one of "json" and "body"'))
     return problems
 
 
@@ -449,7 +455,9 @@ def parse_config(
     return config
 
 
-def load_config(path: str | os.PathLike[str], env: typing.Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str], env: typing.Mapping[str, str] | None = None
+) -> Config:
     """Read and validate a config file. Relative paths inside it are relative to its folder."""
     file = str(path)
     try:
@@ -469,4 +477,5 @@ def load_config(path: str | os.PathLike[str], env: typing.Mapping[str, str] | No
 
 def default_config_path(env: typing.Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
-    return env.get("FOSSAMON_CONFIG") or DEFAULT_CONFIG_PATH
+    configured: str = env.get("FOSSAMON_CONFIG", "")
+    return configured or DEFAULT_CONFIG_PATH

@@ -51,20 +51,33 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
+def _trim(number: float, decimals: int) -> str:
+    text = f"{number:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+# (below this many seconds, divide by, decimals, unit) — the first matching row wins
+_DURATION_FORMS = (
+    (0.001, 1e-6, 1, "µs"),
+    (1.0, 0.001, 1, "ms"),
+    (120.0, 1.0, 2, "s"),
+    (3600.0, 60.0, 1, "m"),
+    (172800.0, 3600.0, 1, "h"),
+    (math.inf, 86400.0, 1, "d"),
+)
+
+
 def format_duration(seconds: float) -> str:
-    """Short human form for tables: 850µs, 12.3ms, 1.25s, 5m, 2h."""
+    """Short human form for tables: 850µs, 12.3ms, 1.25s, 5m, 2h, 1.5d."""
     if math.isnan(seconds):
         return "nan"
+    if seconds == 0:
+        return "0s"
     magnitude = abs(seconds)
-    if magnitude < 0.001:
-        return f"{seconds * 1e6:.0f}µs"
-    if magnitude < 1:
-        return f"{seconds * 1000:.1f}ms"
-    if magnitude < 120:
-        return f"{seconds:.2f}s"
-    if magnitude < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
+    for below, unit_seconds, decimals, unit in _DURATION_FORMS:
+        if magnitude < below:
+            return f"{_trim(seconds / unit_seconds, decimals)}{unit}"
+    return f"{seconds}s"  # pragma: no cover - the last row matches everything
 
 
 def format_bytes(count: float) -> str:
@@ -81,7 +94,7 @@ def format_value(metric: str, value: float) -> str:
     """A sample's value with the unit its metric name promises (Prometheus naming)."""
     if metric.endswith("_seconds"):
         return format_duration(value)
-    if metric.endswith("_bytes") or metric.endswith("_bytes_total"):
+    if metric.endswith(("_bytes", "_bytes_total")):
         return format_bytes(value)
     if metric.endswith("_percent"):
         return f"{value:.1f} %"

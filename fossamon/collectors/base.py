@@ -54,3 +54,11 @@ def build_collectors(config: CollectorsConfig) -> list[Collector]:
     for name, section in enabled_sections(config).items():
         built.append(collector_class(name)(section))
     return built
+
+
+def produced_metrics(config: CollectorsConfig) -> set[str]:
+    """Every metric name the enabled collectors can produce (each class lists its METRICS)."""
+    names: set[str] = set()
+    for name in enabled_sections(config):
+        names.update(collector_class(name).METRICS)
+    return names

@@ -1,0 +1,155 @@
+"""Injected faults for the demo target: latency, forced error statuses, hangs, per path prefix.
+
+    faults = Faults(seed=0)
+    faults.set("/api/work-orders", latency=0.3)            # every answer 300 ms late
+    faults.set("/api/health", status=503, error_rate=0.5)   # half of them fail, reproducibly
+    faults.set("/api/dispensers", hang=True)                # accepted, never answered
+    faults.clear()
+
+A rule matches its path and everything below it ("/api" matches "/api/health", not
+"/apis"); the longest matching prefix wins, so one request meets at most one rule.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+MAX_LATENCY = 3_600.0  # a typo like 3000 (meant as ms) should not park requests for days
+_FIELDS = frozenset({"path", "latency", "status", "error_rate", "hang"})
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRule:
+    """What happens to requests under `path`. `status` applies to `error_rate` of them."""
+
+    path: str
+    latency: float = 0.0
+    status: int | None = None
+    error_rate: float = 0.0
+    hang: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The fault one request gets: wait `latency`, then hang, fail with `status`, or go on."""
+
+    latency: float = 0.0
+    status: int | None = None
+    hang: bool = False
+
+
+NO_FAULT = Decision()
+
+
+class Faults:
+    """The current rules. Each rule draws from its own RNG, seeded from `seed` and its path.
+
+    So a rule's sequence of failures is the same on every run and does not shift with traffic
+    to other paths, which is what lets tests assert on an `error_rate`.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self._seed = seed
+        self._rules: dict[str, tuple[FaultRule, random.Random]] = {}
+
+    def set(
+        self,
+        path: str,
+        *,
+        latency: float = 0.0,
+        status: int | None = None,
+        error_rate: float | None = None,
+        hang: bool = False,
+    ) -> FaultRule:
+        """Add or replace the rule for `path`; raise ValueError naming a bad field.
+
+        `error_rate` defaults to 1 when a `status` is given; an `error_rate` alone fails with 500.
+        """
+        rule = _validated(path, latency, status, error_rate, hang)
+        self._rules[rule.path] = (rule, random.Random(f"{self._seed}:{rule.path}"))
+        return rule
+
+    def set_from_json(self, data: object) -> FaultRule:
+        """`set` from a decoded JSON body such as the control API receives."""
+        if not isinstance(data, dict):
+            raise ValueError("body: expected a JSON object")
+        unknown = sorted(set(data) - _FIELDS)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown field (expected {', '.join(sorted(_FIELDS))})")
+        if "path" not in data:
+            raise ValueError("path: required")
+        return self.set(
+            data["path"],
+            latency=data.get("latency", 0.0),
+            status=data.get("status"),
+            error_rate=data.get("error_rate"),
+            hang=data.get("hang", False),
+        )
+
+    def clear(self, path: str | None = None) -> int:
+        """Remove the rule for `path`, or every rule; return how many were removed."""
+        if path is None:
+            removed = len(self._rules)
+            self._rules.clear()
+            return removed
+        return 1 if self._rules.pop(_normalized(path), None) else 0
+
+    @property
+    def rules(self) -> list[FaultRule]:
+        return [rule for rule, _ in self._rules.values()]
+
+    def decide(self, path: str) -> Decision:
+        """The fault for one request to `path` (drawing from the matching rule's RNG)."""
+        best: tuple[FaultRule, random.Random] | None = None
+        for prefix, entry in self._rules.items():
+            if _covers(prefix, path) and (best is None or len(prefix) > len(best[0].path)):
+                best = entry
+        if best is None:
+            return NO_FAULT
+        rule, rng = best
+        fails = rule.status is not None and rng.random() < rule.error_rate
+        if not (rule.latency or rule.hang or fails):
+            return NO_FAULT
+        return Decision(rule.latency, rule.status if fails else None, rule.hang)
+
+
+def _covers(prefix: str, path: str) -> bool:
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+def _normalized(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+def _validated(
+    path: object, latency: object, status: object, error_rate: object, hang: object
+) -> FaultRule:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"path: expected a string starting with '/', got {path!r}")
+    # bool is an int subclass; `"status": true` is a mistake, not status 1.
+    if isinstance(latency, bool) or not isinstance(latency, int | float):
+        raise ValueError(f"latency: expected seconds as a number, got {latency!r}")
+    if not (math.isfinite(latency) and 0 <= latency <= MAX_LATENCY):
+        raise ValueError(f"latency: expected 0..{MAX_LATENCY:g} seconds, got {latency!r}")
+    if status is not None and (
+        isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599
+    ):
+        raise ValueError(f"status: expected an HTTP status 100..599, got {status!r}")
+    if error_rate is not None and (
+        isinstance(error_rate, bool)
+        or not isinstance(error_rate, int | float)
+        or not 0 <= error_rate <= 1
+    ):
+        raise ValueError(f"error_rate: expected a fraction 0..1, got {error_rate!r}")
+    if not isinstance(hang, bool):
+        raise ValueError(f"hang: expected true or false, got {hang!r}")
+    if error_rate is not None and status is None:
+        status = 500
+    rate = 1.0 if error_rate is None else float(error_rate)
+    return FaultRule(_normalized(path), float(latency), status, rate if status else 0.0, hang)

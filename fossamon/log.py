@@ -1,0 +1,137 @@
+"""Logging through structlog, shaped for where the lines go.
+
+- a terminal: structlog's coloured console output;
+- journald (systemd sets JOURNAL_STREAM to our stderr's `device:inode`): one `<N>` syslog
+  priority prefix on EVERY line, tracebacks included, and no timestamp (the journal has its
+  own), so `journalctl -p err` finds errors and a traceback stays one priority;
+- `json`: one JSON object per line, for log shippers;
+- anything else (a file, a pipe): plain console lines with a UTC timestamp.
+
+Standard-library loggers (APScheduler, aiohttp) go through the same formatter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+import structlog
+from structlog.dev import ConsoleRenderer, plain_traceback
+from structlog.processors import JSONRenderer, LogfmtRenderer
+
+if TYPE_CHECKING:
+    from structlog.typing import EventDict, Processor, WrappedLogger
+
+Format = Literal["console", "journal", "json", "plain"]
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+LEVELS["error"] = logging.ERROR
+
+# syslog priorities, as sd-daemon(3) reads a `<N>` line prefix
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "exception": 3, "critical": 2}
+
+
+def under_journald(stream: TextIO) -> bool:
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    if not expected:
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{info.st_dev}:{info.st_ino}"
+
+
+def resolve_format(requested: str, stream: TextIO) -> Format:
+    if requested in {"console", "journal", "json"}:
+        return requested  # type: ignore[return-value]  # checked just above
+    if under_journald(stream):
+        return "journal"
+    try:
+        tty = stream.isatty()
+    except (ValueError, AttributeError):
+        tty = False
+    return "console" if tty else "plain"
+
+
+class JournalRenderer:
+    """`<6>message key=value` with the prefix repeated on every line of a traceback."""
+
+    def __init__(self) -> None:
+        self._fields = LogfmtRenderer(sort_keys=True, bool_as_flag=False)
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        priority = PRIORITIES.get(str(event_dict.pop("level", "info")), 6)
+        event = str(event_dict.pop("event", ""))
+        exc = event_dict.pop("exception", None)
+        stack = event_dict.pop("stack", None)
+        event_dict.pop("timestamp", None)
+        fields = self._fields(logger, name, event_dict) if event_dict else ""
+        text = f"{event} {fields}".rstrip()
+        for extra in (exc, stack):
+            if extra:
+                text += "\n" + str(extra).rstrip("\n")
+        return "\n".join(f"<{priority}>{line}" for line in text.split("\n"))
+
+
+def _renderer(fmt: Format) -> list[Processor]:
+    if fmt == "journal":
+        return [structlog.processors.format_exc_info, JournalRenderer()]
+    if fmt == "json":
+        # a plain-text traceback: dict_tracebacks would also dump local variables (secrets)
+        return [structlog.processors.format_exc_info, JSONRenderer(sort_keys=False)]
+    colors = fmt == "console"
+    return [ConsoleRenderer(colors=colors, exception_formatter=plain_traceback)]
+
+
+def configure_logging(
+    level: str = "info", requested_format: str = "auto", stream: TextIO | None = None
+) -> Format:
+    """Route structlog and stdlib logging to `stream` (stderr) in the right shape.
+
+    Safe to call again (a reload that changes `log_level` or `log_format`).
+    """
+    out = stream if stream is not None else sys.stderr
+    fmt = resolve_format(requested_format, out)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+    ]
+    if fmt != "journal":
+        shared.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *_renderer(fmt),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(LEVELS.get(level, logging.INFO))
+    # APScheduler narrates every job run at INFO and duplicates our own overlap warning;
+    # the scheduling module reports what matters in our words.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    return fmt
+
+
+def bind(**values: Any) -> None:
+    structlog.contextvars.bind_contextvars(**values)

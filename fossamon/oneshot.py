@@ -1,0 +1,151 @@
+"""`fossamon once`: one run of every collector and every rule, printed instead of kept.
+
+The same collectors and evaluator as the daemon; stdout is the only sink. `for` durations are
+not waited out (there is only one cycle), so the verdict is "what would fire on this value".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fossamon.collectors.base import build_collectors
+from fossamon.model import Batch, Severity, format_series, iso_ts
+from fossamon.rules.evaluator import Evaluator
+from fossamon.rules.windows import History
+from fossamon.units import format_value
+
+if TYPE_CHECKING:
+    from fossamon.collectors.base import Collector
+    from fossamon.config import Config
+    from fossamon.model import Labels
+
+# psutil's CPU % is a delta between two readings; closer than this, it is mostly noise.
+MIN_CPU_SPAN = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    rule: str
+    metric: str
+    labels: Labels
+    severity: Severity
+    value: float | None
+    threshold: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OnceResult:
+    host: str
+    batches: list[Batch]
+    verdicts: list[Verdict]
+    wall: float
+
+    @property
+    def worst(self) -> Severity:
+        return max((v.severity for v in self.verdicts), default=Severity.OK)
+
+
+async def run_once(config: Config) -> OnceResult:
+    started = time.perf_counter()
+    collectors = build_collectors(config.collectors)
+    try:
+        batches = await _collect_all(collectors)
+    finally:
+        for collector in collectors:
+            await collector.close()
+    evaluator = Evaluator(config.rules, honor_for=False)
+    history = History(evaluator.retention())
+    for batch in batches:
+        history.add_batch(batch)
+    evaluator.evaluate(time.time(), history)
+    metric_of = {rule.name: rule.config.metric for rule in evaluator.rules}
+    verdicts = [
+        Verdict(rule, metric_of[rule], labels, state.severity, state.value, state.threshold)
+        for rule, labels, state in evaluator.firing()
+    ]
+    return OnceResult(config.host(), batches, verdicts, time.perf_counter() - started)
+
+
+async def _collect_all(collectors: list[Collector]) -> list[Batch]:
+    system = [c for c in collectors if c.name == "system"]
+    others = [c for c in collectors if c.name != "system"]
+    batches = list(await asyncio.gather(*(c.collect() for c in others)))
+    for collector in system:
+        # Give CPU % a span worth measuring (the collector took its first reading when built).
+        primed_at = getattr(collector, "primed_at", None)
+        if primed_at is not None:
+            await asyncio.sleep(max(0.0, MIN_CPU_SPAN - (time.monotonic() - primed_at)))
+        batches.insert(0, await collector.collect())
+    return batches
+
+
+def result_json(result: OnceResult) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "host": result.host,
+        "wall_ms": round(result.wall * 1000, 3),
+        "batches": [batch.to_json(result.host) for batch in result.batches],
+        "alerts": [
+            {
+                "rule": v.rule,
+                "metric": v.metric,
+                "labels": dict(v.labels),
+                "severity": v.severity.label,
+                "value": v.value,
+                "threshold": v.threshold,
+            }
+            for v in result.verdicts
+        ],
+        "worst": result.worst.label,
+    }
+
+
+def render_json(result: OnceResult) -> str:
+    return json.dumps(result_json(result), indent=2, ensure_ascii=False)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def render_table(result: OnceResult) -> str:
+    rows: list[tuple[str, ...]] = [("COLLECTOR", "SERIES", "VALUE")]
+    for batch in result.batches:
+        rows.extend(
+            (batch.collector, format_series(s.name, s.labels), format_value(s.name, s.value))
+            for s in batch.samples
+        )
+    lines = _table(rows)
+    errors: list[tuple[str, ...]] = [
+        (batch.collector, e.target, str(e.kind), e.message)
+        for batch in result.batches
+        for e in batch.errors
+    ]
+    if errors:
+        lines += ["", *_table([("COLLECTOR", "TARGET", "ERROR", "MESSAGE"), *errors])]
+    if result.verdicts:
+        alert_rows: list[tuple[str, ...]] = [("SEVERITY", "RULE", "SERIES", "VALUE", "THRESHOLD")]
+        alert_rows.extend(
+            (
+                v.severity.label.upper(),
+                v.rule,
+                format_series(v.metric, v.labels),
+                "n/a" if v.value is None else format_value(v.metric, v.value),
+                "" if v.threshold is None else format_value(v.metric, v.threshold),
+            )
+            for v in result.verdicts
+        )
+        lines += ["", *_table(alert_rows)]
+    else:
+        lines += ["", "no rule is breached"]
+    durations = ", ".join(f"{b.collector} {b.duration * 1000:.1f} ms" for b in result.batches)
+    lines.append(f"{result.host} at {iso_ts(time.time())}: {durations}")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""What a config would do, in words: the summary `fossamon check` prints, and its warnings.
+
+Warnings are things that are valid but probably not meant: a database file that is not there,
+an output folder that cannot be created, a rule on a metric no enabled collector produces.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fossamon.collectors.base import enabled_sections, produced_metrics
+from fossamon.units import format_bytes, format_duration, format_value
+
+if TYPE_CHECKING:
+    from fossamon.config import (
+        ApiCollectorConfig,
+        Config,
+        DbCollectorConfig,
+        RuleConfig,
+        SystemCollectorConfig,
+    )
+
+
+def describe(config: Config, path: str) -> list[str]:
+    lines = [f"{path}: valid", f"host: {config.host()}", "outputs:"]
+    lines.append(f"  metrics → {config.output.metrics.path}")
+    lines.append(f"  alerts  → {config.output.alerts.path}")
+    sections = enabled_sections(config.collectors)
+    lines.append(f"collectors ({len(sections)}):")
+    if config.collectors.system.enabled:
+        lines.append(_system(config.collectors.system))
+    if "api" in sections and config.collectors.api is not None:
+        lines.extend(_api(config.collectors.api))
+    if "db" in sections and config.collectors.db is not None:
+        lines.extend(_db(config.collectors.db))
+    lines.append(f"rules ({len(config.rules)}):")
+    lines.extend(f"  {_rule(rule)}" for rule in config.rules)
+    return lines
+
+
+def _every(interval: float, jitter: float) -> str:
+    text = f"every {format_duration(interval)}"
+    return f"{text} ±{format_duration(jitter)}" if jitter else text
+
+
+def _system(system: SystemCollectorConfig) -> str:
+    parts = ["cpu" + (" (per core too)" if system.per_cpu else ""), "memory, swap, load"]
+    parts.append("disks " + ", ".join(system.disks) if system.disks else "no disks")
+    nics = ", ".join(system.network_interfaces) or "all but lo"
+    parts.append(f"network ({nics}), disk I/O, processes, own RSS/CPU")
+    return f"  system  {_every(system.interval, system.jitter)}: {'; '.join(parts)}"
+
+
+def _api(api: ApiCollectorConfig) -> list[str]:
+    head = (
+        f"  api     {_every(api.interval, api.jitter)}: {len(api.endpoints)} endpoint(s), "
+        f"timeout {format_duration(api.timeout)}, body cap {format_bytes(api.max_body)}"
+    )
+    lines = [head]
+    for ep in api.endpoints:
+        url = ep.url or f"{api.base_url.rstrip('/')}{ep.path}"
+        expect = ", ".join(map(str, ep.expect_status)) or "2xx"
+        lines.append(f"    {ep.name}: {ep.method} {url} (expect {expect})")
+    return lines
+
+
+def _db(db: DbCollectorConfig) -> list[str]:
+    queries = f"{len(db.queries)} quer{'y' if len(db.queries) == 1 else 'ies'}"
+    head = f"  db      {_every(db.interval, db.jitter)}: {db.path} read-only, {queries}, "
+    head += f"timeout {format_duration(db.timeout)}, at most {db.max_rows} rows each"
+    lines = [head]
+    lines.extend(
+        f"    {q.name}{' (value recorded)' if q.record_value else ''}: {q.sql}" for q in db.queries
+    )
+    return lines
+
+
+def _rule(rule: RuleConfig) -> str:
+    over = f" over {format_duration(rule.window)}" if rule.window else ""
+    levels = [
+        f"{name} {format_value(rule.metric, level)}"
+        for name, level in (("warning", rule.warning), ("critical", rule.critical))
+        if level is not None
+    ]
+    matchers = "".join(f' {k}="{v}"' for k, v in rule.labels.items())
+    text = f"{rule.name}: {rule.metric}{matchers} {rule.aggregate}{over} {rule.direction} "
+    text += " / ".join(levels)
+    if rule.clear is not None:
+        text += f", clear at {format_value(rule.metric, rule.clear)}"
+    if rule.for_:
+        text += f", for {format_duration(rule.for_)}"
+    return text
+
+
+def warnings(config: Config) -> list[str]:
+    found: list[str] = []
+    db = config.collectors.db
+    if db is not None and db.enabled and not Path(db.path).exists():
+        found.append(f"collectors.db.path: {db.path} does not exist (db_up will be 0)")
+    for key, output in (("metrics", config.output.metrics), ("alerts", config.output.alerts)):
+        problem = _unwritable(Path(output.path))
+        if problem:
+            found.append(f"output.{key}.path: {problem}")
+    produced = produced_metrics(config.collectors)
+    for i, rule in enumerate(config.rules):
+        if rule.metric not in produced:
+            found.append(
+                f"rules[{i}].metric: no enabled collector produces {rule.metric!r}, "
+                "so this rule can never fire"
+            )
+    return found
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why `path` could not be written by this user, or None."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    target = path if path.exists() else folder
+    if not os.access(target, os.W_OK):
+        return f"{target} is not writable by this user"
+    return None

@@ -1,0 +1,144 @@
+"""History windows: a time-bounded ring buffer per series, and the aggregates rules read.
+
+Each series keeps only as much history as the longest rule window that reads it, so memory is
+bounded by the rules, not by uptime. Aggregates are true order statistics (a p95 is the 95th
+percentile with linear interpolation, as numpy and Prometheus' quantile_over_time compute it,
+not a trimmed mean).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from fossamon.model import Batch, Labels, SeriesKey
+
+Point = tuple[float, float]
+
+# A series sampled every 100 ms for a day would need 864,000 points; nothing a rule needs
+# justifies that, so the buffer is also capped by count.
+MAX_POINTS = 20_000
+
+
+class SeriesWindow:
+    __slots__ = ("points", "retention")
+
+    def __init__(self, retention: float) -> None:
+        self.retention = retention
+        self.points: deque[Point] = deque(maxlen=MAX_POINTS)
+
+    def add(self, ts: float, value: float) -> None:
+        if self.points and ts < self.points[-1][0]:
+            return  # out of order (clock stepped back): keep the window sorted
+        self.points.append((ts, value))
+        horizon = ts - self.retention
+        while len(self.points) > 1 and self.points[0][0] < horizon:
+            self.points.popleft()
+
+    def since(self, start: float) -> list[Point]:
+        """Points with ts >= start (the window is sorted, so scan from the newest)."""
+        out: list[Point] = []
+        for point in reversed(self.points):
+            if point[0] < start:
+                break
+            out.append(point)
+        out.reverse()
+        return out
+
+    @property
+    def last(self) -> Point | None:
+        return self.points[-1] if self.points else None
+
+
+class History:
+    """Every series' window, keyed by (metric name, labels)."""
+
+    def __init__(self, retention: Mapping[str, float] | None = None, default: float = 0.0) -> None:
+        self.retention = dict(retention or {})
+        self.default = default
+        self.series: dict[SeriesKey, SeriesWindow] = {}
+        self._by_metric: dict[str, dict[Labels, SeriesWindow]] = {}
+
+    def add_batch(self, batch: Batch) -> None:
+        for sample in batch.samples:
+            if math.isnan(sample.value):
+                continue
+            window = self.series.get(sample.key)
+            if window is None:
+                window = SeriesWindow(self.retention.get(sample.name, self.default))
+                self.series[sample.key] = window
+                self._by_metric.setdefault(sample.name, {})[sample.labels] = window
+            window.add(batch.ts, sample.value)
+
+    def set_retention(self, retention: Mapping[str, float]) -> None:
+        """Apply new rule windows (a reload) without dropping what is already stored."""
+        self.retention = dict(retention)
+        for (name, _), window in self.series.items():
+            window.retention = self.retention.get(name, self.default)
+
+    def select(
+        self, metric: str, matchers: Mapping[str, str]
+    ) -> Iterator[tuple[Labels, SeriesWindow]]:
+        for labels, window in self._by_metric.get(metric, {}).items():
+            if all(dict(labels).get(k) == v for k, v in matchers.items()):
+                yield labels, window
+
+
+def _percentile(q: float) -> Callable[[Sequence[Point]], float | None]:
+    def compute(points: Sequence[Point]) -> float | None:
+        values = [v for _, v in points]
+        if len(values) == 1:
+            return values[0]
+        # "inclusive" is linear interpolation between closest ranks (numpy's default).
+        return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+    return compute
+
+
+def _rate(points: Sequence[Point]) -> float | None:
+    """Per-second increase of a counter; a drop is a counter reset, counted from zero."""
+    if len(points) < 2:
+        return None
+    increase = 0.0
+    for (_, before), (_, after) in itertools.pairwise(points):
+        increase += after - before if after >= before else after
+    span = points[-1][0] - points[0][0]
+    return increase / span if span > 0 else None
+
+
+def _slope(points: Sequence[Point]) -> float | None:
+    """Least-squares change per second."""
+    if len(points) < 2:
+        return None
+    origin = points[0][0]
+    xs = [ts - origin for ts, _ in points]
+    if max(xs) == 0:
+        return None
+    return statistics.linear_regression(xs, [v for _, v in points]).slope
+
+
+AGGREGATES: dict[str, Callable[[Sequence[Point]], float | None]] = {
+    "last": lambda points: points[-1][1],
+    "avg": lambda points: statistics.fmean(v for _, v in points),
+    "min": lambda points: min(v for _, v in points),
+    "max": lambda points: max(v for _, v in points),
+    "p50": _percentile(0.50),
+    "p90": _percentile(0.90),
+    "p95": _percentile(0.95),
+    "p99": _percentile(0.99),
+    "rate": _rate,
+    "slope": _slope,
+}
+
+
+def aggregate(name: str, points: Sequence[Point]) -> float | None:
+    """The aggregate of `points`, or None when there is nothing (or too little) to compute it."""
+    if not points:
+        return None
+    return AGGREGATES[name](points)

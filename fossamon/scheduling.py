@@ -1,0 +1,181 @@
+"""The only module that touches APScheduler: one interval job per collector.
+
+Jobs run on the daemon's event loop (AsyncIOScheduler), first at start, then every
+`interval` (± `jitter`). `max_instances=1` + `coalesce=True`: a run that would overlap the
+previous one is skipped and counted (Telegraf's "previous collection has not completed"),
+never stacked up; a run longer than its interval logs a warning. `misfire_grace_time=None`,
+because a run that is late (the loop was busy) is still wanted, just once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from fossamon.model import Batch, ErrorKind, Failure
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from fossamon.collectors.base import Collector
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What the daemon (STATUS=, health, /status) knows of one collector's runs."""
+
+    interval: float
+    runs: int = 0
+    failed_runs: int = 0  # runs whose batch carries at least one error
+    crashes: int = 0  # collect() raised: a bug, reported as kind "internal"
+    skipped: int = 0
+    overruns: int = 0
+    last_start: float | None = None  # monotonic
+    last_end: float | None = None  # monotonic
+    last_duration: float = 0.0
+    last_ok: bool = False
+    last_errors: int = 0
+
+
+class CollectorScheduler:
+    def __init__(self, on_batch: Callable[[Batch], Awaitable[None]]) -> None:
+        self._on_batch = on_batch
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
+        self.collectors: dict[str, Collector] = {}
+        self.stats: dict[str, RunStats] = {}
+        self.inflight: dict[str, asyncio.Task[Any]] = {}
+
+    def add(self, collector: Collector, *, first_run: datetime | None = None) -> None:
+        """Schedule `collector`; its first run is now unless `first_run` says otherwise."""
+        name = collector.name
+        self.collectors[name] = collector
+        self.stats[name] = RunStats(interval=collector.interval)
+        self._scheduler.add_job(
+            self._run,
+            IntervalTrigger(seconds=collector.interval, jitter=collector.jitter or None),
+            args=[collector],
+            id=name,
+            name=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=first_run or datetime.now(UTC),
+            replace_existing=True,
+        )
+
+    async def remove(self, name: str, grace: float) -> None:
+        """Unschedule a collector, let a run in flight finish (bounded), then close it."""
+        if self._scheduler.get_job(name) is not None:
+            self._scheduler.remove_job(name)
+        task = self.inflight.get(name)
+        if task is not None and not task.done():
+            await _wait_or_cancel({task}, grace)
+        collector = self.collectors.pop(name, None)
+        self.stats.pop(name, None)
+        if collector is not None:
+            await collector.close()
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def all_ran_once(self) -> bool:
+        return all(s.last_end is not None for s in self.stats.values())
+
+    async def stop(self, grace: float) -> int:
+        """Stop scheduling, give runs in flight `grace` seconds, cancel the rest.
+
+        Returns how many runs had to be cancelled. Pausing first matters: APScheduler's
+        shutdown cancels running jobs at once, with no grace.
+        """
+        if self._scheduler.running:
+            self._scheduler.pause()
+        cancelled = await _wait_or_cancel(set(self.inflight.values()), grace)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)  # AsyncIOScheduler shuts down via call_soon
+        for collector in self.collectors.values():
+            await collector.close()
+        return cancelled
+
+    async def _run(self, collector: Collector) -> None:
+        name = collector.name
+        stats = self.stats.get(name)
+        if stats is None:  # removed by a reload while this run was queued
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self.inflight[name] = task
+        stats.last_start = time.monotonic()
+        try:
+            batch = await collector.collect()
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace. APScheduler would log this as a crash, so end here.
+            log.info("collector run cancelled", collector=name)
+            return
+        except Exception as exc:
+            # collect() returns failures as data; getting here is a bug in a collector.
+            # Report it as data too, so one broken collector cannot stop the daemon.
+            log.exception("collector crashed", collector=name)
+            stats.crashes += 1
+            now = time.monotonic()
+            batch = Batch(
+                collector=name,
+                ts=time.time(),
+                duration=now - stats.last_start,
+                errors=(Failure(name, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"),),
+            )
+        finally:
+            self.inflight.pop(name, None)
+        self._account(name, stats, batch)
+        await self._on_batch(batch)
+
+    def _account(self, name: str, stats: RunStats, batch: Batch) -> None:
+        stats.last_end = time.monotonic()
+        stats.last_duration = batch.duration
+        stats.runs += 1
+        stats.last_errors = len(batch.errors)
+        stats.last_ok = not batch.errors
+        if batch.errors:
+            stats.failed_runs += 1
+        if batch.duration > stats.interval:
+            stats.overruns += 1
+            log.warning(
+                "collector run took longer than its interval",
+                collector=name,
+                duration=round(batch.duration, 3),
+                interval=stats.interval,
+            )
+
+    def _skipped(self, event: JobSubmissionEvent) -> None:
+        stats = self.stats.get(event.job_id)
+        if stats is None:
+            return
+        stats.skipped += 1
+        log.warning(
+            "previous run has not finished; this run is skipped",
+            collector=event.job_id,
+            skipped_total=stats.skipped,
+        )
+
+
+async def _wait_or_cancel(tasks: set[asyncio.Task[Any]], grace: float) -> int:
+    pending = {t for t in tasks if not t.done()}
+    if not pending:
+        return 0
+    _, still = await asyncio.wait(pending, timeout=grace)
+    for task in still:
+        task.cancel()
+    if still:
+        await asyncio.wait(still, timeout=1.0)
+    return len(still)

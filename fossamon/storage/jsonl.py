@@ -1,0 +1,119 @@
+"""Append-only JSONL files: one JSON object per line, never a torn line.
+
+Each record is serialised first and handed to the kernel as ONE `write()` of whole lines on an
+`O_APPEND` descriptor, so a reader (`tail -f`, jq, a log shipper) never sees half a record and
+a crash can at worst lose the line being written, never corrupt an earlier one. A file that
+ends in a partial line (a crash mid-write, a full disk) is terminated at open, so it parses.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+def dumps_line(record: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON plus a newline. NaN/Infinity (not JSON) become null."""
+    try:
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(record), ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8") + b"\n"
+
+
+def _finite(node: Any) -> Any:
+    if isinstance(node, float) and not math.isfinite(node):
+        return None
+    if isinstance(node, dict):
+        return {k: _finite(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [_finite(v) for v in node]
+    return node
+
+
+class JsonlWriter:
+    """One output file. Write failures are counted and logged once per episode, never raised."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.fd: int | None = None
+        self.lines_written = 0
+        self.lines_dropped = 0
+        self.repaired_lines = 0
+        self._failing = False
+
+    def open(self) -> None:
+        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        self.fd = os.open(self.path, flags, FILE_MODE)
+        self._terminate_partial_line()
+
+    def _terminate_partial_line(self) -> None:
+        assert self.fd is not None
+        size = os.fstat(self.fd).st_size
+        if size == 0:
+            return
+        with self.path.open("rb") as existing:
+            existing.seek(size - 1)
+            if existing.read(1) == b"\n":
+                return
+        os.write(self.fd, b"\n")
+        self.repaired_lines += 1
+        log.warning("terminated a partial last line", path=str(self.path), size=size)
+
+    def write(self, record: dict[str, Any]) -> bool:
+        return self.write_lines([dumps_line(record)])
+
+    def write_lines(self, lines: list[bytes]) -> bool:
+        """Append whole lines in one write; True when they all reached the file."""
+        if not lines:
+            return True
+        data = b"".join(lines)
+        try:
+            self._append(data)
+        except OSError as exc:
+            self.lines_dropped += len(lines)
+            if not self._failing:
+                self._failing = True
+                log.error("cannot write output file", path=str(self.path), error=str(exc))
+            return False
+        if self._failing:
+            self._failing = False
+            log.info("writing output file again", path=str(self.path), dropped=self.lines_dropped)
+        self.lines_written += len(lines)
+        return True
+
+    def _append(self, data: bytes) -> None:
+        if self.fd is None:
+            self.open()
+        assert self.fd is not None
+        size_before = os.fstat(self.fd).st_size
+        written = os.write(self.fd, data)
+        if written != len(data):
+            # The disk filled mid-line: cut the partial line off again, so no reader ever
+            # sees it, and count the batch as dropped.
+            self._truncate(size_before)
+            raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+
+    def _truncate(self, size: int) -> None:
+        try:
+            if self.fd is not None:
+                os.ftruncate(self.fd, size)
+        except OSError:
+            pass  # the next open() terminates the partial line instead
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
