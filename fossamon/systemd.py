@@ -8,6 +8,7 @@ socket (abstract `@` names included). Without NOTIFY_SOCKET every call does noth
 
 from __future__ import annotations
 
+import os
 import time
 
 import sdnotify
@@ -20,8 +21,13 @@ MAX_STATUS_CHARS = 400
 
 class Notifier(sdnotify.SystemdNotifier):  # type: ignore[misc]  # untyped library base
     def __init__(self) -> None:
-        super().__init__(debug=False)
         self._warned = False
+        if not os.environ.get("NOTIFY_SOCKET"):
+            # sdnotify would open a socket and leak it when there is nowhere to connect it.
+            self.debug = False
+            self.socket = None
+            return
+        super().__init__(debug=False)
 
     @property
     def enabled(self) -> bool:

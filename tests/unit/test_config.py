@@ -1,0 +1,306 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fossamon.config import Config, default_config_path, load_config, parse_config
+from fossamon.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+API = """
+[collectors.api]
+base_url = "http://127.0.0.1:8000"
+[[collectors.api.endpoints]]
+name = "health"
+path = "/api/health"
+"""
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", env=env or {})
+    return [str(p) for p in caught.value.problems]
+
+
+class TestDefaults:
+    def test_empty_file_gives_system_collector_only(self):
+        config = parse_config("", env={})
+        assert config.collectors.system.enabled
+        assert config.collectors.system.interval == 10.0
+        assert config.collectors.api is None
+        assert config.collectors.db is None
+        assert config.rules == []
+
+    def test_shipped_config_is_valid_and_has_the_runbook_kpis(self):
+        config = load_config(REPO / "config.toml", env={})
+        rules = {rule.name: rule for rule in config.rules}
+        assert rules["api_p95_latency"].aggregate == "p95"
+        assert (rules["api_p95_latency"].warning, rules["api_p95_latency"].critical) == (0.5, 2.0)
+        assert (rules["db_query_slow"].warning, rules["db_query_slow"].critical) == (0.1, 0.5)
+        assert rules["db_query_slow"].aggregate == "avg"
+        assert (rules["cpu_high"].warning, rules["cpu_high"].critical) == (60, 80)
+        assert (rules["memory_high"].warning, rules["memory_high"].critical) == (70, 85)
+        assert (rules["disk_full"].warning, rules["disk_full"].critical) == (70, 85)
+        for down in ("api_down", "db_down"):
+            assert rules[down].direction == "below"
+            assert rules[down].critical == 1
+            assert rules[down].warning is None
+        assert config.collectors.api is not None
+        auth = config.collectors.api.endpoints[1]
+        assert auth.json_body == {"token": "probe"}  # ${FOSSAMON_PROBE_TOKEN:-probe}
+
+    def test_config_is_immutable(self):
+        config = parse_config(API, env={})
+        with pytest.raises(ValueError, match="frozen"):
+            config.collectors.system.interval = 1.0  # type: ignore[misc]
+
+
+class TestUnits:
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [("250ms", 0.25), ("15s", 15), ("5m", 300), ("1h", 3600), ("1d", 86400), ("1h30m", 5400)],
+    )
+    def test_durations(self, text, seconds):
+        config = parse_config(f'[collectors.system]\ninterval = "{text}"', env={})
+        assert config.collectors.system.interval == seconds
+
+    @pytest.mark.parametrize(
+        ("text", "size"),
+        [('"64KB"', 64_000), ('"50MB"', 50_000_000), ('"1MiB"', 1 << 20), ("4096", 4096)],
+    )
+    def test_sizes(self, text, size):
+        section = API.replace("[[collectors", f"max_body = {text}\n[[collectors", 1)
+        config = parse_config(section, env={})
+        assert config.collectors.api is not None
+        assert config.collectors.api.max_body == size
+
+    def test_bare_number_duration_is_refused_with_a_hint(self):
+        found = problems("[collectors.system]\ninterval = 10")
+        assert found == [
+            'test.toml: collectors.system.interval: expected a duration such as "250ms", "15s", '
+            '"5m", "1h" or "1d" (with a unit: write "10s"), got 10'
+        ]
+
+    def test_negative_interval(self):
+        assert problems('[collectors.system]\ninterval = "-5s"') == [
+            "test.toml: collectors.system.interval: must not be negative, got '-5s'"
+        ]
+
+    def test_too_short_interval(self):
+        (found,) = problems('[collectors.system]\ninterval = "1ms"')
+        assert "collectors.system.interval: must be at least 100ms" in found
+
+    def test_bad_size(self):
+        text = API.replace('base_url = "http://127.0.0.1:8000"', 'base_url = "http://a:1"\nmax_body = "lots"')
+        (found,) = problems(text)
+        assert found.startswith("test.toml: collectors.api.max_body: expected a size such as")
+
+
+class TestErrorsNameTheKeyPath:
+    def test_unknown_key_with_suggestion(self):
+        assert problems('[collectors.system]\nintervall = "5s"') == [
+            'test.toml: collectors.system.intervall: unknown key (did you mean "interval"?)'
+        ]
+
+    def test_unknown_key_without_a_close_match_lists_the_known_ones(self):
+        (found,) = problems("[daemon]\nfrobnicate = 1")
+        assert found.startswith("test.toml: daemon.frobnicate: unknown key (known keys: state_dir")
+
+    def test_unknown_section(self):
+        (found,) = problems("[colectors.system]\n")
+        assert found == 'test.toml: colectors: unknown key (did you mean "collectors"?)'
+
+    def test_key_path_into_a_list(self):
+        text = API + '[[collectors.api.endpoints]]\nname = "b"\npath = "/b"\ntimeout = "ten"\n'
+        (found,) = problems(text)
+        assert found.startswith("test.toml: collectors.api.endpoints[1].timeout: expected a duration")
+        assert "got 'ten'" in found
+
+    def test_wrong_type(self):
+        (found,) = problems('[collectors.system]\nper_cpu = "yes"')
+        assert found == "test.toml: collectors.system.per_cpu: input should be a valid boolean, got 'yes'"
+
+    def test_string_is_not_coerced_to_a_number(self):
+        (found,) = problems(API.replace("[[collectors", 'max_concurrency = "10"\n[[collectors', 1))
+        assert "collectors.api.max_concurrency" in found
+        assert "valid integer" in found
+
+    def test_bad_choice_lists_the_choices(self):
+        (found,) = problems('[daemon]\nlog_level = "verbose"')
+        assert found == (
+            "test.toml: daemon.log_level: input should be 'debug', 'info', 'warning' or 'error', "
+            "got 'verbose'"
+        )
+
+    def test_missing_required_key(self):
+        (found,) = problems("[collectors.db]\n")
+        assert found == "test.toml: collectors.db.path: required key is missing"
+
+    def test_every_problem_is_reported_at_once(self):
+        found = problems('[daemon]\nlog_level = "x"\nbogus = 1\n[collectors.system]\ninterval = "x"')
+        assert len(found) == 3
+
+    def test_invalid_toml_names_line_and_column(self):
+        (found,) = problems("[daemon\nlog_level = 1")
+        assert found.startswith("test.toml: invalid TOML: ")
+        assert "line 1" in found
+
+    def test_bad_regex(self):
+        (found,) = problems(API + 'body_regex = "(unclosed"\n')
+        assert "collectors.api.endpoints[0].body_regex: not a valid regular expression" in found
+
+    def test_bad_status_code(self):
+        (found,) = problems(API + "expect_status = [200, 999]\n")
+        assert "collectors.api.endpoints[0].expect_status[1]" in found
+
+
+class TestCrossFieldChecks:
+    def test_path_needs_base_url(self):
+        text = '[collectors.api]\n[[collectors.api.endpoints]]\nname = "a"\npath = "/x"\n'
+        assert problems(text) == [
+            'test.toml: collectors.api.endpoints[0].path: "path" needs collectors.api.base_url '
+            '(or use "url")'
+        ]
+
+    def test_path_and_url_are_exclusive(self):
+        (found,) = problems(API + 'url = "http://127.0.0.1:1/x"\n')
+        assert 'collectors.api.endpoints[0]: give exactly one of "path"' in found
+
+    def test_duplicate_endpoint_names(self):
+        (found,) = problems(API + '[[collectors.api.endpoints]]\nname = "health"\npath = "/h"\n')
+        assert found == 'test.toml: collectors.api.endpoints[1].name: duplicate name "health"'
+
+    def test_url_must_be_http(self):
+        text = '[collectors.api]\n[[collectors.api.endpoints]]\nname = "a"\nurl = "ftp://x/y"\n'
+        (found,) = problems(text)
+        assert "collectors.api.endpoints[0].url: expected an http:// or https:// URL" in found
+
+    def test_endpoint_list_may_not_be_empty(self):
+        (found,) = problems('[collectors.api]\nbase_url = "http://a:1"\nendpoints = []')
+        assert found.startswith("test.toml: collectors.api.endpoints: ")
+
+    def test_rule_without_levels(self):
+        (found,) = problems('[[rules]]\nname = "r"\nmetric = "api_up"\n')
+        assert found == 'test.toml: rules[0]: give "warning", "critical" or both'
+
+    def test_rule_levels_out_of_order(self):
+        (found,) = problems('[[rules]]\nname = "r"\nmetric = "m"\nwarning = 90\ncritical = 80\n')
+        assert found.startswith('test.toml: rules[0].warning: must be at most "critical" (80)')
+
+    def test_rule_below_levels_order(self):
+        text = '[[rules]]\nname = "r"\nmetric = "m"\ndirection = "below"\nwarning = 10\ncritical = 20\n'
+        (found,) = problems(text)
+        assert 'must be at least "critical" (20)' in found
+
+    def test_clear_on_the_wrong_side(self):
+        (found,) = problems('[[rules]]\nname = "r"\nmetric = "m"\nwarning = 60\nclear = 70\n')
+        assert found.startswith("test.toml: rules[0].clear: must be below the first level (60)")
+
+    def test_aggregate_needs_window(self):
+        (found,) = problems('[[rules]]\nname = "r"\nmetric = "m"\naggregate = "avg"\nwarning = 1\n')
+        assert found == 'test.toml: rules[0].window: aggregate "avg" needs a window'
+
+    def test_duration_thresholds(self):
+        config = parse_config(
+            '[[rules]]\nname = "r"\nmetric = "api_response_seconds"\nwarning = "500ms"\n'
+            'critical = "2s"\nfor = "1m"\n',
+            env={},
+        )
+        rule = config.rules[0]
+        assert (rule.warning, rule.critical, rule.for_) == (0.5, 2.0, 60.0)
+
+    def test_duplicate_rule_names(self):
+        rule = '[[rules]]\nname = "r"\nmetric = "m"\nwarning = 1\n'
+        assert problems(rule + rule) == ['test.toml: rules[1].name: duplicate name "r"']
+
+
+class TestEnvironment:
+    def test_set_variable(self):
+        config = parse_config('[daemon]\nhostname = "${HOST_X}"', env={"HOST_X": "web-1"})
+        assert config.daemon.hostname == "web-1"
+
+    def test_default_when_unset_or_empty(self):
+        text = '[daemon]\nhostname = "${HOST_X:-fallback}"'
+        assert parse_config(text, env={}).daemon.hostname == "fallback"
+        assert parse_config(text, env={"HOST_X": ""}).daemon.hostname == "fallback"
+
+    def test_dash_without_colon_keeps_empty(self):
+        text = '[daemon]\nhostname = "a${HOST_X-fallback}b"'
+        assert parse_config(text, env={"HOST_X": ""}).daemon.hostname == "ab"
+        assert parse_config(text, env={}).daemon.hostname == "afallbackb"
+
+    def test_unset_without_default_is_an_error_naming_key_and_variable(self):
+        found = problems(API + 'headers = { Authorization = "Bearer ${API_TOKEN}" }\n')
+        assert found == [
+            "test.toml: collectors.api.endpoints[0].headers.Authorization: environment variable "
+            "API_TOKEN is not set (write ${API_TOKEN:-default} to give one)"
+        ]
+
+    def test_dollar_escape(self):
+        config = parse_config('[daemon]\nhostname = "cost$$5"', env={})
+        assert config.daemon.hostname == "cost$5"
+
+    def test_substitution_happens_in_values_not_in_toml_syntax(self):
+        # A value with quotes must not be able to inject TOML.
+        config = parse_config('[daemon]\nhostname = "${X}"', env={"X": 'a"\nlog_level = "debug'})
+        assert config.daemon.log_level == "info"
+
+
+class TestFiles:
+    def test_relative_paths_are_relative_to_the_config_file(self, tmp_path):
+        conf = tmp_path / "etc" / "fossamon.toml"
+        conf.parent.mkdir()
+        conf.write_text('[output.metrics]\npath = "out/m.jsonl"\n[collectors.db]\npath = "app.db"\n')
+        config = load_config(conf, env={})
+        assert config.output.metrics.path == str(tmp_path / "etc" / "out" / "m.jsonl")
+        assert config.collectors.db is not None
+        assert config.collectors.db.path == str(tmp_path / "etc" / "app.db")
+
+    def test_missing_file(self, tmp_path):
+        with pytest.raises(ConfigError, match="no such file"):
+            load_config(tmp_path / "nope.toml")
+
+    def test_directory(self, tmp_path):
+        with pytest.raises(ConfigError, match="is a directory"):
+            load_config(tmp_path)
+
+    def test_not_utf8(self, tmp_path):
+        path = tmp_path / "c.toml"
+        path.write_bytes(b"[daemon]\nhostname = '\xff'\n")
+        with pytest.raises(ConfigError, match="not UTF-8"):
+            load_config(path)
+
+    def test_unreadable(self, tmp_path):
+        path = tmp_path / "c.toml"
+        path.write_text("")
+        path.chmod(0)
+        # root reads any file, so when the tests run as root a forked child drops to "nobody"
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: never returns into pytest
+            os.close(read_end)
+            message = "loaded"
+            try:
+                if os.geteuid() == 0:
+                    os.setuid(65534)
+                load_config(path)
+            except ConfigError as exc:
+                message = str(exc)
+            finally:
+                os.write(write_end, message.encode())
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read().decode()
+        os.waitpid(pid, 0)
+        assert message == f"{path}: permission denied"
+
+    def test_default_path(self):
+        assert default_config_path({}) == "/etc/fossamon/config.toml"
+        assert default_config_path({"FOSSAMON_CONFIG": "/x.toml"}) == "/x.toml"
+
+    def test_config_type(self):
+        assert isinstance(parse_config("", env={}), Config)

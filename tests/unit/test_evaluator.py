@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+from fossamon.config import RuleConfig
+from fossamon.model import Batch, EventKind, Sample, Severity, make_labels
+from fossamon.rules.evaluator import Evaluator, render_summary
+from fossamon.rules.windows import History
+from fossamon.testing import ManualClock
+
+
+def rule(**fields) -> RuleConfig:
+    base = {"name": "r", "metric": "m"}
+    for key in ("window", "for_"):
+        if isinstance(fields.get(key), int | float):
+            fields[key] = f"{fields[key]}s"  # config durations carry a unit
+    base.update(fields)
+    return RuleConfig.model_validate(base)
+
+
+class Harness:
+    """Feeds one value per step into history and evaluates, as the pipeline does."""
+
+    def __init__(self, *rules: RuleConfig, honor_for: bool = True) -> None:
+        self.clock = ManualClock()
+        self.evaluator = Evaluator(rules, honor_for=honor_for)
+        self.history = History(self.evaluator.retention())
+
+    def feed(self, value: float, *, step: float = 10.0, metric: str = "m", **labels: str):
+        now = self.clock.advance(step)
+        batch = Batch("x", now, 0.0, (Sample(metric, value, make_labels(labels)),))
+        self.history.add_batch(batch)
+        return self.evaluator.evaluate(now, self.history, {metric})
+
+    def kinds(self, values, **kw) -> list[tuple[str, str]]:
+        out = []
+        for value in values:
+            out.extend((str(e.kind), e.severity.label) for e in self.feed(value, **kw))
+        return out
+
+
+class TestLevels:
+    def test_fires_at_the_worst_breached_level(self):
+        h = Harness(rule(warning=60, critical=80))
+        assert h.kinds([10, 70]) == [("firing", "warning")]
+        assert h.kinds([90]) == [("escalated", "critical")]
+        assert h.kinds([70]) == [("deescalated", "warning")]
+        assert h.kinds([10]) == [("resolved", "warning")]
+        assert h.kinds([10, 10]) == []
+
+    def test_straight_to_critical(self):
+        h = Harness(rule(warning=60, critical=80))
+        (event,) = h.feed(95)
+        assert (event.kind, event.severity, event.threshold, event.value) == (
+            EventKind.FIRING,
+            Severity.CRITICAL,
+            80,
+            95,
+        )
+
+    def test_equal_to_the_level_is_not_a_breach(self):
+        assert Harness(rule(warning=60)).kinds([60]) == []
+
+    def test_direction_below(self):
+        h = Harness(rule(direction="below", critical=1))
+        assert h.kinds([1, 0]) == [("firing", "critical")]
+        assert h.kinds([1]) == [("resolved", "critical")]
+
+    def test_each_label_set_has_its_own_state(self):
+        h = Harness(rule(critical=1, direction="below"))
+        events = h.feed(0, endpoint="a") + h.feed(1, endpoint="b")
+        assert [(e.kind, dict(e.labels)) for e in events] == [(EventKind.FIRING, {"endpoint": "a"})]
+        assert len(h.evaluator.firing()) == 1
+
+    def test_label_matchers_limit_the_rule(self):
+        h = Harness(rule(critical=1, direction="below", labels={"endpoint": "a"}))
+        assert h.feed(0, endpoint="b") == []
+        assert len(h.feed(0, endpoint="a")) == 1
+
+
+class TestFor:
+    def test_breach_must_hold_for_the_duration(self):
+        h = Harness(rule(warning=60, for_=30))
+        assert h.kinds([70, 70, 70]) == []  # pending for 0, 10, 20 s
+        (event,) = h.feed(70)  # 30 s
+        assert event.kind == EventKind.FIRING
+        assert h.clock.now - event.since == 30  # `since` is when the breach began
+
+    def test_a_recovery_while_pending_resets_the_clock(self):
+        h = Harness(rule(warning=60, for_=30))
+        assert h.kinds([70, 70, 10, 70, 70, 70]) == []
+        assert h.kinds([70]) == [("firing", "warning")]
+
+    def test_one_shot_mode_ignores_for(self):
+        h = Harness(rule(warning=60, for_=3600), honor_for=False)
+        assert h.kinds([70]) == [("firing", "warning")]
+
+
+class TestHysteresis:
+    def test_stays_firing_until_past_clear(self):
+        h = Harness(rule(warning=60, critical=80, clear=50))
+        assert h.kinds([90]) == [("firing", "critical")]
+        # between clear and warning: still firing, de-escalated to the lowest level
+        assert h.kinds([55]) == [("deescalated", "warning")]
+        assert h.kinds([58, 52]) == []
+        assert h.kinds([49]) == [("resolved", "warning")]
+
+    def test_no_flapping_around_the_level(self):
+        h = Harness(rule(warning=60, clear=55))
+        assert h.kinds([61, 59, 61, 59, 61, 59]) == [("firing", "warning")]
+
+    def test_without_clear_it_flaps(self):
+        h = Harness(rule(warning=60))
+        assert len(h.kinds([61, 59, 61, 59])) == 4
+
+
+class TestWindows:
+    def test_p95_over_window(self):
+        h = Harness(rule(metric="lat", aggregate="p95", window=60, warning=0.5))
+        for _ in range(19):
+            assert h.feed(0.1, metric="lat", step=1) == []
+        # p95 of 19 × 0.1 and one 5.0 is 0.1 + 0.05 × 4.9 = 0.345: one outlier is tolerated
+        assert h.feed(5.0, metric="lat", step=1) == []
+        # with a second 5.0 among 21 points, p95 is the 20th of 21 sorted values: 5.0
+        (event,) = h.feed(5.0, metric="lat", step=1)
+        assert (event.kind, event.value) == (EventKind.FIRING, 5.0)
+
+    def test_avg_over_window_forgets_old_points(self):
+        h = Harness(rule(aggregate="avg", window=30, warning=50))
+        assert h.kinds([100], step=10) == [("firing", "warning")]
+        assert h.kinds([0, 0], step=10) == [("resolved", "warning")]
+        # after 30 s the 100 has left the window; avg is 0
+        assert h.kinds([0, 0], step=10) == []
+
+    def test_no_data_gives_no_event(self):
+        h = Harness(rule(warning=1))
+        assert h.evaluator.evaluate(h.clock.now, h.history, None) == []
+
+
+class TestEvents:
+    def test_event_fields_and_default_summary(self):
+        h = Harness(rule(name="api_p95", metric="api_response_seconds", warning=0.5, critical=2))
+        (event,) = h.feed(0.8, metric="api_response_seconds", endpoint="health")
+        doc = event.to_json("web-1")
+        assert doc["event"] == "firing"
+        assert doc["severity"] == "warning"
+        assert doc["labels"] == {"endpoint": "health"}
+        assert doc["value"] == 0.8
+        assert doc["threshold"] == 0.5
+        assert len(doc["fingerprint"]) == 16
+        assert doc["summary"] == (
+            'api_p95: api_response_seconds{endpoint="health"} last is 800ms '
+            "(above warning level 500ms)"
+        )
+        (resolved,) = h.feed(0.1, metric="api_response_seconds", endpoint="health")
+        assert resolved.summary.endswith("is 100ms (back below 500ms)")
+        assert resolved.fingerprint == event.fingerprint
+
+    def test_summary_template(self):
+        h = Harness(rule(critical=1, direction="below", summary="{labels[endpoint]} down: {value}"))
+        (event,) = h.feed(0, endpoint="health")
+        assert event.summary == "health down: 0"
+
+    def test_missing_template_keys_render_visibly(self):
+        text = render_summary("{nope} and {labels[gone]} and {0}", {"labels": {}})
+        assert text == "<missing:nope> and <missing:gone> and <missing:0>"
+
+    def test_broken_template_does_not_raise(self):
+        assert "<template error" in render_summary("{unclosed", {})
+
+
+class TestReload:
+    def test_unchanged_rules_keep_state_changed_ones_start_over(self):
+        keep, change = rule(name="keep", warning=1), rule(name="change", warning=1)
+        h = Harness(keep, change)
+        assert len(h.feed(5)) == 2
+        h.evaluator.replace_rules([keep, rule(name="change", warning=2)])
+        firing = {name for name, _, _ in h.evaluator.firing()}
+        assert firing == {"keep"}
+        # the kept rule does not fire again; the changed one fires afresh
+        assert [(e.rule, str(e.kind)) for e in h.feed(5)] == [("change", "firing")]
+
+    def test_retention_is_the_longest_window_per_metric(self):
+        evaluator = Evaluator(
+            [
+                rule(name="a", aggregate="avg", window=60, warning=1),
+                rule(name="b", aggregate="max", window=300, warning=1),
+                rule(name="c", metric="other", warning=1),
+            ]
+        )
+        assert evaluator.retention() == {"m": 300, "other": 0}

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from fossamon.model import Batch, Failure, ErrorKind, Sample, make_labels
+from fossamon.storage.jsonl import JsonlWriter, dumps_line
+
+
+class TestLines:
+    def test_batch_line_matches_the_schema(self, tmp_path):
+        writer = JsonlWriter(tmp_path / "out" / "m.jsonl")
+        writer.open()
+        batch = Batch(
+            "api",
+            1_795_000_000.1234,
+            0.0421,
+            (Sample("api_up", 1.0, make_labels(endpoint="health")),),
+            (Failure("work_orders", ErrorKind.TIMEOUT, "no response within 2s"),),
+        )
+        assert writer.write(batch.to_json("web-1"))
+        writer.close()
+        (line,) = (tmp_path / "out" / "m.jsonl").read_text().splitlines()
+        doc = json.loads(line)
+        assert doc == {
+            "v": 1,
+            "ts": "2026-11-18T11:06:40.123Z",
+            "host": "web-1",
+            "collector": "api",
+            "duration_ms": 42.1,
+            "samples": [{"name": "api_up", "labels": {"endpoint": "health"}, "value": 1.0}],
+            "errors": [{"target": "work_orders", "kind": "timeout", "message": "no response within 2s"}],
+        }
+
+    def test_non_finite_numbers_become_null_and_unicode_stays_readable(self):
+        line = dumps_line({"a": float("nan"), "b": [float("inf")], "c": "café → ok"})
+        assert line == '{"a":null,"b":[null],"c":"café → ok"}\n'.encode()
+
+    def test_file_mode_and_directory_creation(self, tmp_path):
+        path = tmp_path / "a" / "b" / "m.jsonl"
+        writer = JsonlWriter(path)
+        writer.write({"x": 1})
+        writer.close()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o750
+
+
+class TestNeverTorn:
+    def test_partial_last_line_is_terminated_on_open(self, tmp_path):
+        path = tmp_path / "m.jsonl"
+        path.write_bytes(b'{"v":1}\n{"v":1,"ts":"20')  # a crash mid-line
+        writer = JsonlWriter(path)
+        writer.open()
+        writer.write({"v": 1, "n": 2})
+        writer.close()
+        lines = path.read_bytes().split(b"\n")
+        assert lines[0] == b'{"v":1}'
+        assert lines[1] == b'{"v":1,"ts":"20'  # kept, but ends at its own newline
+        assert json.loads(lines[2]) == {"v": 1, "n": 2}
+        assert writer.repaired_lines == 1
+
+    def test_appends_across_writers_and_reopen(self, tmp_path):
+        path = tmp_path / "m.jsonl"
+        for n in range(3):
+            writer = JsonlWriter(path)
+            writer.open()
+            writer.write({"n": n})
+            writer.close()
+        assert [json.loads(x)["n"] for x in path.read_text().splitlines()] == [0, 1, 2]
+
+    def test_write_failure_is_counted_not_raised(self, tmp_path):
+        writer = JsonlWriter(tmp_path / "m.jsonl")
+        writer.open()
+        assert writer.fd is not None
+        os.close(writer.fd)  # the descriptor goes bad under the writer (EBADF)
+        assert writer.write({"x": 1}) is False
+        assert writer.write({"x": 2}) is False
+        assert writer.lines_dropped == 2
+        writer.fd = None
+        assert writer.write({"x": 3}) is True  # reopens and carries on
+
+    def test_full_disk_leaves_no_partial_line(self, tmp_path):
+        # /dev/full fails every write with ENOSPC: the real kernel error, not a mock
+        writer = JsonlWriter(tmp_path / "m.jsonl")
+        writer.open()
+        assert writer.fd is not None
+        os.close(writer.fd)
+        writer.fd = os.open("/dev/full", os.O_WRONLY)
+        assert writer.write({"x": 1}) is False
+        assert writer.lines_dropped == 1
+        writer.close()

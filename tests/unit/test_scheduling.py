@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+from structlog.testing import capture_logs
+
+from fossamon.model import Batch, ErrorKind, Sample
+from fossamon.scheduling import CollectorScheduler
+from fossamon.testing import ScriptedCollector
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+
+    async def __call__(self, batch: Batch) -> None:
+        self.batches.append(batch)
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+class TestScheduling:
+    async def test_first_run_at_start_then_every_interval(self):
+        seen = Recorder()
+        collector = ScriptedCollector("c", [[Sample("m", 1.0)]], interval=0.2)
+        scheduler = CollectorScheduler(seen)
+        scheduler.add(collector)
+        started = time.monotonic()
+        scheduler.start()
+        await wait_for(lambda: len(seen.batches) >= 3)
+        await scheduler.stop(grace=1)
+        first, second, third = (t - started for t in collector.started[:3])
+        assert first < 0.15
+        assert 0.15 < second - first < 0.35
+        assert 0.15 < third - second < 0.35
+        assert scheduler.stats["c"].runs >= 3
+        assert scheduler.all_ran_once()
+        assert collector.closed == 1
+
+    async def test_overlapping_runs_are_skipped_and_counted(self):
+        seen = Recorder()
+        collector = ScriptedCollector("slow", [[]], interval=0.1, delay=0.45)
+        scheduler = CollectorScheduler(seen)
+        scheduler.add(collector)
+        with capture_logs() as logs:
+            scheduler.start()
+            await wait_for(lambda: len(seen.batches) >= 2)
+            await scheduler.stop(grace=1)
+        stats = scheduler.stats["slow"]
+        assert stats.skipped >= 3
+        assert stats.overruns >= 2
+        starts = collector.started
+        # never two runs at once: each starts after the previous one's 0.45 s
+        assert all(b - a >= 0.44 for a, b in zip(starts, starts[1:], strict=False))
+        events = {entry["event"] for entry in logs}
+        assert "previous run has not finished; this run is skipped" in events
+        assert "collector run took longer than its interval" in events
+
+    async def test_a_crashing_collector_becomes_an_internal_error_batch(self):
+        seen = Recorder()
+        collector = ScriptedCollector("bad", [RuntimeError("bug in collector")], interval=0.1)
+        scheduler = CollectorScheduler(seen)
+        scheduler.add(collector)
+        with capture_logs() as logs:
+            scheduler.start()
+            await wait_for(lambda: len(seen.batches) >= 2)
+            await scheduler.stop(grace=1)
+        (error,) = seen.batches[0].errors
+        assert (error.kind, error.message) == (ErrorKind.INTERNAL, "RuntimeError: bug in collector")
+        assert scheduler.stats["bad"].crashes >= 2
+        assert any(e["event"] == "collector crashed" for e in logs)
+
+    async def test_stop_waits_for_a_run_in_flight_within_grace(self):
+        seen = Recorder()
+        collector = ScriptedCollector("c", [[Sample("m", 1.0)]], interval=10, delay=0.3)
+        scheduler = CollectorScheduler(seen)
+        scheduler.add(collector)
+        scheduler.start()
+        await wait_for(lambda: collector.calls == 1)
+        cancelled = await scheduler.stop(grace=2)
+        assert cancelled == 0
+        assert len(seen.batches) == 1  # the run finished and was delivered
+
+    async def test_stop_cancels_what_outlives_the_grace(self):
+        seen = Recorder()
+        collector = ScriptedCollector("hung", [[]], interval=10, delay=30)
+        scheduler = CollectorScheduler(seen)
+        scheduler.add(collector)
+        scheduler.start()
+        await wait_for(lambda: collector.calls == 1)
+        began = time.monotonic()
+        cancelled = await scheduler.stop(grace=0.2)
+        assert cancelled == 1
+        assert time.monotonic() - began < 1.5
+        assert seen.batches == []
+        assert collector.closed == 1
+
+    async def test_remove_unschedules_and_closes(self):
+        seen = Recorder()
+        keep = ScriptedCollector("keep", [[]], interval=0.1)
+        drop = ScriptedCollector("drop", [[]], interval=0.1)
+        scheduler = CollectorScheduler(seen)
+        scheduler.add(keep)
+        scheduler.add(drop)
+        scheduler.start()
+        await wait_for(lambda: drop.calls >= 1 and keep.calls >= 1)
+        await scheduler.remove("drop", grace=1)
+        calls = drop.calls
+        await wait_for(lambda: keep.calls >= calls + 3)
+        assert drop.calls == calls
+        assert drop.closed == 1
+        assert "drop" not in scheduler.stats
+        await scheduler.stop(grace=1)

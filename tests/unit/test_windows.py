@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from fossamon.model import Batch, Sample, make_labels
+from fossamon.rules.windows import History, SeriesWindow, aggregate
+
+
+def pts(*values: float, step: float = 1.0, start: float = 0.0) -> list[tuple[float, float]]:
+    return [(start + i * step, v) for i, v in enumerate(values)]
+
+
+class TestAggregates:
+    def test_basic(self):
+        points = pts(1, 2, 3, 4, 10)
+        assert aggregate("last", points) == 10
+        assert aggregate("avg", points) == 4
+        assert aggregate("min", points) == 1
+        assert aggregate("max", points) == 10
+
+    def test_percentiles_are_true_order_statistics(self):
+        values = list(range(1, 101))  # 1..100
+        points = pts(*values)
+        # linear interpolation between closest ranks, as numpy.percentile does by default
+        assert aggregate("p50", points) == pytest.approx(50.5)
+        assert aggregate("p90", points) == pytest.approx(90.1)
+        assert aggregate("p95", points) == pytest.approx(95.05)
+        assert aggregate("p99", points) == pytest.approx(99.01)
+
+    def test_p95_is_not_a_trimmed_mean(self):
+        points = pts(*([0.1] * 19 + [5.0]))
+        p95 = aggregate("p95", points)
+        assert p95 == pytest.approx(0.1 + 0.05 * (5.0 - 0.1))
+        assert p95 != pytest.approx(statistics.fmean(v for _, v in points[:19]))
+
+    def test_single_point_percentile(self):
+        assert aggregate("p95", pts(7)) == 7
+
+    def test_empty_is_none(self):
+        for name in ("last", "avg", "p95", "rate", "slope"):
+            assert aggregate(name, []) is None
+
+    def test_rate_of_a_counter(self):
+        assert aggregate("rate", pts(100, 110, 120, 130, step=10)) == pytest.approx(1.0)
+
+    def test_rate_survives_a_counter_reset(self):
+        # 100 → 110 (+10), reset to 5 (+5 from zero), → 15 (+10): 25 over 30 s
+        assert aggregate("rate", pts(100, 110, 5, 15, step=10)) == pytest.approx(25 / 30)
+
+    def test_rate_needs_two_points(self):
+        assert aggregate("rate", pts(5)) is None
+
+    def test_slope_least_squares(self):
+        assert aggregate("slope", pts(0, 2, 4, 6, step=2)) == pytest.approx(1.0)
+        noisy = pts(1, 3, 2, 4, 3, 5)
+        # Sxy = 11, Sxx = 17.5 around the means (x̄ = 2.5, ȳ = 3)
+        assert aggregate("slope", noisy) == pytest.approx(11 / 17.5)
+
+    def test_slope_of_simultaneous_points_is_none(self):
+        assert aggregate("slope", [(5.0, 1.0), (5.0, 2.0)]) is None
+
+
+class TestSeriesWindow:
+    def test_retention_drops_old_points(self):
+        window = SeriesWindow(retention=10)
+        for ts in range(30):
+            window.add(float(ts), float(ts))
+        assert [ts for ts, _ in window.points] == list(range(19, 30))
+
+    def test_zero_retention_keeps_the_last_point(self):
+        window = SeriesWindow(retention=0)
+        window.add(1.0, 1.0)
+        window.add(2.0, 2.0)
+        assert list(window.points) == [(2.0, 2.0)]
+
+    def test_out_of_order_points_are_ignored(self):
+        window = SeriesWindow(retention=100)
+        window.add(10.0, 1.0)
+        window.add(5.0, 2.0)
+        assert list(window.points) == [(10.0, 1.0)]
+
+    def test_since(self):
+        window = SeriesWindow(retention=100)
+        for ts in range(10):
+            window.add(float(ts), float(ts))
+        assert [ts for ts, _ in window.since(7.0)] == [7.0, 8.0, 9.0]
+
+
+class TestHistory:
+    def test_series_are_kept_per_label_set_and_selected_by_matchers(self):
+        history = History({"api_up": 60})
+        history.add_batch(
+            Batch(
+                "api",
+                100.0,
+                0.01,
+                (
+                    Sample("api_up", 1.0, make_labels(endpoint="a")),
+                    Sample("api_up", 0.0, make_labels(endpoint="b")),
+                    Sample("api_up", float("nan"), make_labels(endpoint="c")),
+                ),
+            )
+        )
+        assert {dict(labels)["endpoint"] for labels, _ in history.select("api_up", {})} == {"a", "b"}
+        (only,) = history.select("api_up", {"endpoint": "b"})
+        assert only[1].last == (100.0, 0.0)
+        assert list(history.select("api_up", {"endpoint": "zzz"})) == []
+
+    def test_set_retention_applies_to_existing_series(self):
+        history = History({"m": 1000})
+        history.add_batch(Batch("x", 1.0, 0, (Sample("m", 1.0),)))
+        history.set_retention({"m": 5})
+        (window,) = history.series.values()
+        assert window.retention == 5
