@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 import sdnotify
 import structlog
+
+if TYPE_CHECKING:
+    import socket
 
 log = structlog.get_logger(__name__)
 
@@ -20,6 +24,9 @@ MAX_STATUS_CHARS = 400
 
 
 class Notifier(sdnotify.SystemdNotifier):  # type: ignore[misc]  # untyped library base
+    socket: socket.socket | None
+    debug: bool
+
     def __init__(self) -> None:
         self._warned = False
         if not os.environ.get("NOTIFY_SOCKET"):

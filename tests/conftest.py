@@ -5,19 +5,29 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 REQUIRE_E2E = os.environ.get("FOSSAMON_E2E") == "require"
 
 
-def need(available: bool, what: str) -> None:
+def need_part(available: bool, what: str) -> None:
     """Skip when a real external part is missing — but fail under FOSSAMON_E2E=require (CI)."""
     if available:
         return
     if REQUIRE_E2E:
         pytest.fail(f"FOSSAMON_E2E=require and a required part is missing: {what}")
     pytest.skip(f"needs {what}")
+
+
+@pytest.fixture(scope="session")
+def need() -> Callable[[bool, str], None]:
+    """`need(shutil.which("openssl") is not None, "the openssl command")` in a test or fixture."""
+    return need_part
 
 
 def free_port() -> int:

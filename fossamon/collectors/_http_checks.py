@@ -21,7 +21,8 @@ from fossamon.model import ErrorKind
 SHOWN_VALUE_CHARS = 60
 MESSAGE_CHARS = 240
 
-_MISSING = object()
+MISSING = object()
+"""What `lookup` returns for a path that is not in the document."""
 
 
 def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
@@ -51,13 +52,14 @@ def status_problem(status: int, expected: Sequence[int]) -> str | None:
 def regex_problem(text: str, pattern: re.Pattern[str]) -> str | None:
     if pattern.search(text):
         return None
-    return f"body does not match {shown(pattern.pattern)}"
+    return one_line(f"body does not match /{pattern.pattern}/")
 
 
 def lookup(document: Any, path: str) -> Any:
-    """The value at a dotted path (`data.items.0.id`), or `_MISSING`.
+    """The value at a dotted path (`data.items.0.id`), or `MISSING`.
 
-    A part indexes a mapping by key and a list by integer, so `items.0` is the first item.
+    A part indexes a mapping by key and a list by integer: `items.0` is the first item,
+    `items.-1` the last.
     """
     node = document
     for part in path.split("."):
@@ -66,10 +68,10 @@ def lookup(document: Any, path: str) -> Any:
         elif isinstance(node, list) and re.fullmatch(r"-?\d+", part):
             index = int(part)
             if not -len(node) <= index < len(node):
-                return _MISSING
+                return MISSING
             node = node[index]
         else:
-            return _MISSING
+            return MISSING
     return node
 
 
@@ -99,7 +101,7 @@ def json_problem(body: bytes, expect: Mapping[str, Any]) -> str | None:
     problems: list[str] = []
     for path, expected in expect.items():
         actual = lookup(document, path)
-        if actual is _MISSING:
+        if actual is MISSING:
             problems.append(f"{path}: expected {shown(expected)}, not found")
         elif not json_equal(expected, actual):
             problems.append(f"{path}: expected {shown(expected)}, got {shown(actual)}")
@@ -131,19 +133,19 @@ def address(url: str) -> str:
 
 
 def connect_failure(
-    exc: aiohttp.ClientConnectorError | ssl.SSLError, where: str
+    exc: aiohttp.ClientConnectorError | ssl.SSLError, probe_address: str
 ) -> tuple[ErrorKind, str]:
     """Why no connection came about: name resolution, TLS, refusal, or something rarer."""
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return ErrorKind.DNS, f"cannot resolve {exc.host}: {_os_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        return ErrorKind.TLS, f"TLS with {where} failed: {_tls_reason(exc)}"
-    where = f"{exc.host}:{exc.port}"  # after a redirect, the host that failed is another one
+        return ErrorKind.TLS, f"TLS with {probe_address} failed: {_tls_reason(exc)}"
+    peer = f"{exc.host}:{exc.port}"  # after a redirect, not necessarily the probe's address
     if exc.os_error.errno == errno.ECONNREFUSED:
-        return ErrorKind.REFUSED, f"connection refused to {where}"
+        return ErrorKind.REFUSED, f"connection refused to {peer}"
     if isinstance(exc.os_error, TimeoutError):
-        return ErrorKind.TIMEOUT, f"connecting to {where} timed out"
-    return ErrorKind.OTHER, f"cannot connect to {where}: {_os_reason(exc.os_error)}"
+        return ErrorKind.TIMEOUT, f"connecting to {peer} timed out"
+    return ErrorKind.OTHER, f"cannot connect to {peer}: {_os_reason(exc.os_error)}"
 
 
 def is_reset(exc: Exception) -> bool:

@@ -111,6 +111,7 @@ class _Exchange:
 
 class ApiCollector:
     name = "api"
+    METRICS = ("api_up", "api_status_code", "api_response_seconds", "api_response_size_bytes")
 
     def __init__(
         self, config: ApiCollectorConfig, *, resolver: AbstractResolver | None = None

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -61,13 +61,10 @@ class SystemCollector:
         self.interval = config.interval
         self.jitter = config.jitter
         self._own = psutil.Process(os.getpid())
-        # psutil measures CPU % as a delta since the previous call, so take the first
-        # reading now: the first run then reports a real figure instead of 0.0.
-        if config.per_cpu:
-            psutil.cpu_percent(interval=None, percpu=True)
-        else:
-            psutil.cpu_percent(interval=None)
-        self._own.cpu_percent(interval=None)
+        # CPU % is a delta of /proc/stat between two readings. The first reading is taken
+        # here, and each run keeps its own (psutil.cpu_percent keeps one per process, which
+        # any other caller in the process would reset under us).
+        self._cpu_before = _cpu_reading(per_cpu=config.per_cpu)
         self.primed_at = time.monotonic()
 
     async def collect(self) -> Batch:
@@ -118,15 +115,16 @@ class SystemCollector:
         return samples, errors
 
     def _cpu(self) -> list[Sample | Failure]:
-        if not self.config.per_cpu:
-            return [Sample("system_cpu_percent", psutil.cpu_percent(interval=None))]
-        per_cpu = psutil.cpu_percent(interval=None, percpu=True)
-        total = sum(per_cpu) / len(per_cpu) if per_cpu else 0.0
-        out: list[Sample | Failure] = [Sample("system_cpu_percent", round(total, 2))]
-        out.extend(
-            Sample("system_cpu_core_percent", value, make_labels(cpu=str(i)))
-            for i, value in enumerate(per_cpu)
-        )
+        now = _cpu_reading(per_cpu=self.config.per_cpu)
+        before, self._cpu_before = self._cpu_before, now
+        total = _busy_percent(before[0], now[0])
+        if total is None:
+            return []  # readings too close together to mean anything: no sample, not a 0
+        out: list[Sample | Failure] = [Sample("system_cpu_percent", total)]
+        for i, (core_before, core_now) in enumerate(zip(before[1], now[1], strict=False)):
+            core = _busy_percent(core_before, core_now)
+            if core is not None:
+                out.append(Sample("system_cpu_core_percent", core, make_labels(cpu=str(i))))
         return out
 
     def _memory(self) -> list[Sample | Failure]:
@@ -200,3 +198,29 @@ class SystemCollector:
             Sample("fossamon_process_resident_memory_bytes", float(rss)),
             Sample("fossamon_process_cpu_seconds_total", times.user + times.system),
         ]
+
+
+CpuReading = tuple[Any, list[Any]]
+
+# /proc/stat counts in clock ticks (10 ms); fewer than this many ticks of total CPU time
+# between two readings is too coarse for a percentage.
+MIN_CPU_TICKS = 0.05
+
+
+def _cpu_reading(*, per_cpu: bool) -> CpuReading:
+    return psutil.cpu_times(), (psutil.cpu_times(percpu=True) if per_cpu else [])
+
+
+def _busy_percent(before: Any, now: Any) -> float | None:
+    """psutil's own arithmetic: busy = total - idle - iowait; guest time is inside user."""
+
+    def total(times: Any) -> float:
+        return float(sum(times)) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+
+    def busy(times: Any) -> float:
+        return total(times) - float(times.idle) - float(getattr(times, "iowait", 0.0))
+
+    elapsed = total(now) - total(before)
+    if elapsed < MIN_CPU_TICKS:
+        return None
+    return round(min(100.0, max(0.0, (busy(now) - busy(before)) / elapsed * 100.0)), 2)

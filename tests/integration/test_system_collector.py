@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import time
 
 import psutil
 
@@ -14,13 +16,20 @@ def build(**fields) -> SystemCollector:
     return SystemCollector(SystemCollectorConfig.model_validate(fields))
 
 
+async def built(**fields) -> SystemCollector:
+    """A collector whose first CPU reading is old enough for a percentage (as in the daemon)."""
+    collector = build(**fields)
+    await asyncio.sleep(0.2)
+    return collector
+
+
 def values(batch) -> dict[str, float]:
     return {s.name + str(dict(s.labels)): s.value for s in batch.samples}
 
 
 class TestSystemCollector:
     async def test_reads_the_host(self):
-        collector = build(disks=["/"])
+        collector = await built(disks=["/"])
         batch = await collector.collect()
         await collector.close()
         assert batch.collector == "system"
@@ -37,10 +46,27 @@ class TestSystemCollector:
         assert {s.name for s in batch.samples} <= set(SystemCollector.METRICS)
 
     async def test_cpu_is_a_delta_since_the_previous_run_not_a_one_second_sleep(self):
-        collector = build()
+        collector = await built()
         batch = await collector.collect()
         # interval=1 would make every run take a second; the delta method takes milliseconds
         assert batch.duration < 0.5
+        assert any(s.name == "system_cpu_percent" for s in batch.samples)
+
+    async def test_cpu_measures_load_between_runs(self):
+        collector = await built()
+        await collector.collect()
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:  # keep one core busy for half a second
+            pass
+        busy = values(await collector.collect())["system_cpu_percent{}"]
+        # one of psutil.cpu_count() cores was saturated the whole time
+        assert busy >= 100 / psutil.cpu_count() * 0.8
+
+    async def test_readings_too_close_together_give_no_cpu_sample_rather_than_a_zero(self):
+        collector = build()
+        batch = await collector.collect()
+        assert "system_cpu_percent{}" not in values(batch)
+        assert "system_memory_percent{}" in values(batch)
 
     async def test_reads_happen_off_the_event_loop(self, monkeypatch):
         collector = build()
@@ -58,7 +84,7 @@ class TestSystemCollector:
         assert seen[0] != loop_thread
 
     async def test_per_cpu(self):
-        collector = build(per_cpu=True)
+        collector = await built(per_cpu=True)
         batch = await collector.collect()
         cores = [s for s in batch.samples if s.name == "system_cpu_core_percent"]
         assert len(cores) == psutil.cpu_count()
@@ -67,7 +93,7 @@ class TestSystemCollector:
         )
 
     async def test_a_missing_mount_costs_only_its_own_reading(self):
-        collector = build(disks=["/", "/no/such/mount"])
+        collector = await built(disks=["/", "/no/such/mount"])
         batch = await collector.collect()
         (error,) = batch.errors
         assert error.target == "disk:/no/such/mount"
