@@ -125,7 +125,7 @@ class _Section(BaseModel):
 class DaemonConfig(_Section):
     state_dir: FilePath = "/var/lib/fossamon"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "console", "journal", "json"] = "auto"
+    log_format: Literal["auto", "console", "plain", "journal", "json"] = "auto"
     hostname: str = ""
     shutdown_grace: Duration = 5.0
 

@@ -45,7 +45,7 @@ def under_journald(stream: TextIO) -> bool:
 
 
 def resolve_format(requested: str, stream: TextIO) -> Format:
-    if requested in {"console", "journal", "json"}:
+    if requested in {"console", "plain", "journal", "json"}:
         return requested  # type: ignore[return-value]  # checked just above
     if under_journald(stream):
         return "journal"

@@ -80,8 +80,10 @@ class TestUnits:
     def test_bare_number_duration_is_refused_with_a_hint(self):
         found = problems("[collectors.system]\ninterval = 10")
         assert found == [
-            'test.toml: collectors.system.interval: expected a duration such as "250ms", "15s", '
-            '"5m", "1h" or "1d" (with a unit: write "10s"), got 10'
+            (
+                "test.toml: collectors.system.interval: expected a duration such as "
+                '"250ms", "15s", "5m", "1h" or "1d" (with a unit: write "10s"), got 10'
+            )
         ]
 
     def test_negative_interval(self):
@@ -94,7 +96,9 @@ class TestUnits:
         assert "collectors.system.interval: must be at least 100ms" in found
 
     def test_bad_size(self):
-        text = API.replace('base_url = "http://127.0.0.1:8000"', 'base_url = "http://a:1"\nmax_body = "lots"')
+        text = API.replace(
+            'base_url = "http://127.0.0.1:8000"', 'base_url = "http://a:1"\nmax_body = "lots"'
+        )
         (found,) = problems(text)
         assert found.startswith("test.toml: collectors.api.max_body: expected a size such as")
 
@@ -116,12 +120,17 @@ class TestErrorsNameTheKeyPath:
     def test_key_path_into_a_list(self):
         text = API + '[[collectors.api.endpoints]]\nname = "b"\npath = "/b"\ntimeout = "ten"\n'
         (found,) = problems(text)
-        assert found.startswith("test.toml: collectors.api.endpoints[1].timeout: expected a duration")
+        assert found.startswith(
+            "test.toml: collectors.api.endpoints[1].timeout: expected a duration"
+        )
         assert "got 'ten'" in found
 
     def test_wrong_type(self):
         (found,) = problems('[collectors.system]\nper_cpu = "yes"')
-        assert found == "test.toml: collectors.system.per_cpu: input should be a valid boolean, got 'yes'"
+        assert (
+            found
+            == "test.toml: collectors.system.per_cpu: input should be a valid boolean, got 'yes'"
+        )
 
     def test_string_is_not_coerced_to_a_number(self):
         (found,) = problems(API.replace("[[collectors", 'max_concurrency = "10"\n[[collectors', 1))
@@ -140,7 +149,9 @@ class TestErrorsNameTheKeyPath:
         assert found == "test.toml: collectors.db.path: required key is missing"
 
     def test_every_problem_is_reported_at_once(self):
-        found = problems('[daemon]\nlog_level = "x"\nbogus = 1\n[collectors.system]\ninterval = "x"')
+        found = problems(
+            '[daemon]\nlog_level = "x"\nbogus = 1\n[collectors.system]\ninterval = "x"'
+        )
         assert len(found) == 3
 
     def test_invalid_toml_names_line_and_column(self):
@@ -161,8 +172,10 @@ class TestCrossFieldChecks:
     def test_path_needs_base_url(self):
         text = '[collectors.api]\n[[collectors.api.endpoints]]\nname = "a"\npath = "/x"\n'
         assert problems(text) == [
-            'test.toml: collectors.api.endpoints[0].path: "path" needs collectors.api.base_url '
-            '(or use "url")'
+            (
+                'test.toml: collectors.api.endpoints[0].path: "path" needs collectors.api.base_url '
+                '(or use "url")'
+            )
         ]
 
     def test_path_and_url_are_exclusive(self):
@@ -191,7 +204,8 @@ class TestCrossFieldChecks:
         assert found.startswith('test.toml: rules[0].warning: must be at most "critical" (80)')
 
     def test_rule_below_levels_order(self):
-        text = '[[rules]]\nname = "r"\nmetric = "m"\ndirection = "below"\nwarning = 10\ncritical = 20\n'
+        text = '[[rules]]\nname = "r"\nmetric = "m"\ndirection = "below"\n'
+        text += "warning = 10\ncritical = 20\n"
         (found,) = problems(text)
         assert 'must be at least "critical" (20)' in found
 
@@ -235,8 +249,10 @@ class TestEnvironment:
     def test_unset_without_default_is_an_error_naming_key_and_variable(self):
         found = problems(API + 'headers = { Authorization = "Bearer ${API_TOKEN}" }\n')
         assert found == [
-            "test.toml: collectors.api.endpoints[0].headers.Authorization: environment variable "
-            "API_TOKEN is not set (write ${API_TOKEN:-default} to give one)"
+            (
+                "test.toml: collectors.api.endpoints[0].headers.Authorization: environment "
+                "variable API_TOKEN is not set (write ${API_TOKEN:-default} to give one)"
+            )
         ]
 
     def test_dollar_escape(self):
@@ -253,7 +269,9 @@ class TestFiles:
     def test_relative_paths_are_relative_to_the_config_file(self, tmp_path):
         conf = tmp_path / "etc" / "fossamon.toml"
         conf.parent.mkdir()
-        conf.write_text('[output.metrics]\npath = "out/m.jsonl"\n[collectors.db]\npath = "app.db"\n')
+        conf.write_text(
+            '[output.metrics]\npath = "out/m.jsonl"\n[collectors.db]\npath = "app.db"\n'
+        )
         config = load_config(conf, env={})
         assert config.output.metrics.path == str(tmp_path / "etc" / "out" / "m.jsonl")
         assert config.collectors.db is not None

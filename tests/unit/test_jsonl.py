@@ -4,7 +4,7 @@ import json
 import os
 import stat
 
-from fossamon.model import Batch, Failure, ErrorKind, Sample, make_labels
+from fossamon.model import Batch, ErrorKind, Failure, Sample, make_labels
 from fossamon.storage.jsonl import JsonlWriter, dumps_line
 
 
@@ -30,7 +30,9 @@ class TestLines:
             "collector": "api",
             "duration_ms": 42.1,
             "samples": [{"name": "api_up", "labels": {"endpoint": "health"}, "value": 1.0}],
-            "errors": [{"target": "work_orders", "kind": "timeout", "message": "no response within 2s"}],
+            "errors": [
+                {"target": "work_orders", "kind": "timeout", "message": "no response within 2s"}
+            ],
         }
 
     def test_non_finite_numbers_become_null_and_unicode_stays_readable(self):

@@ -103,7 +103,10 @@ class TestHistory:
                 ),
             )
         )
-        assert {dict(labels)["endpoint"] for labels, _ in history.select("api_up", {})} == {"a", "b"}
+        assert {dict(labels)["endpoint"] for labels, _ in history.select("api_up", {})} == {
+            "a",
+            "b",
+        }
         (only,) = history.select("api_up", {"endpoint": "b"})
         assert only[1].last == (100.0, 0.0)
         assert list(history.select("api_up", {"endpoint": "zzz"})) == []

@@ -1,0 +1,341 @@
+"""A real `fossamon run` process against the real stand-in target, driven by real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fossamon.demo.target import DemoTarget
+
+
+def daemon_config(tmp_path: Path, url: str, db: Path, **extra: str) -> Path:
+    """A fast config: short intervals, every KPI rule, outputs in tmp_path."""
+    text = f"""
+[daemon]
+log_format = "plain"
+shutdown_grace = "{extra.get("grace", "2s")}"
+[output.metrics]
+path = "{tmp_path}/out/metrics.jsonl"
+[output.alerts]
+path = "{tmp_path}/out/alerts.jsonl"
+[collectors.system]
+interval = "{extra.get("system_interval", "500ms")}"
+[collectors.api]
+interval = "500ms"
+timeout = "{extra.get("api_timeout", "1s")}"
+base_url = "{url}"
+[[collectors.api.endpoints]]
+name = "health"
+path = "/api/health"
+[[collectors.api.endpoints]]
+name = "work_orders"
+path = "/api/work-orders?limit=10"
+[collectors.db]
+interval = "500ms"
+path = "{db}"
+[[collectors.db.queries]]
+name = "work_orders_count"
+sql = "SELECT COUNT(*) FROM work_orders"
+record_value = true
+[[rules]]
+name = "api_down"
+metric = "api_up"
+direction = "below"
+critical = 1
+[[rules]]
+name = "db_down"
+metric = "db_up"
+direction = "below"
+critical = 1
+[[rules]]
+name = "api_p95_latency"
+metric = "api_response_seconds"
+aggregate = "p95"
+window = "1m"
+warning = "500ms"
+critical = "2s"
+{extra.get("more", "")}
+"""
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+class NotifyListener:
+    """A real datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(65536).decode("utf-8"))
+            except BlockingIOError:
+                return self.messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Daemon:
+    def __init__(self, proc: asyncio.subprocess.Process, tmp_path: Path) -> None:
+        self.proc = proc
+        self.metrics = tmp_path / "out" / "metrics.jsonl"
+        self.alerts = tmp_path / "out" / "alerts.jsonl"
+        self.stderr = b""
+
+    def lines(self, path: Path | None = None) -> list[dict]:
+        target = path or self.metrics
+        if not target.exists():
+            return []
+        return [json.loads(line) for line in target.read_text().splitlines()]
+
+    async def wait_for(self, predicate, timeout: float = 15.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            if self.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        detail = ""
+        if self.proc.returncode is not None and self.proc.stderr is not None:
+            detail = (await self.proc.stderr.read()).decode()[-2000:]
+        pytest.fail(f"{what} not reached within {timeout}s; rc={self.proc.returncode} {detail}")
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> tuple[int, float]:
+        began = time.monotonic()
+        self.proc.send_signal(sig)
+        await asyncio.wait_for(self.proc.wait(), timeout)
+        assert self.proc.stderr is not None
+        self.stderr = await self.proc.stderr.read()
+        return self.proc.returncode or 0, time.monotonic() - began
+
+
+async def start_daemon(config: Path, tmp_path: Path, env: dict[str, str] | None = None) -> Daemon:
+    full_env = {k: v for k, v in os.environ.items() if k not in {"NOTIFY_SOCKET", "JOURNAL_STREAM"}}
+    full_env.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fossamon",
+        "run",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=full_env,
+    )
+    return Daemon(proc, tmp_path)
+
+
+def collectors_seen(lines: list[dict]) -> set[str]:
+    return {line["collector"] for line in lines}
+
+
+@pytest.fixture
+async def target(small_demo_db):
+    async with DemoTarget(small_demo_db) as running:
+        yield running
+
+
+@pytest.fixture
+def notify(tmp_path):
+    listener = NotifyListener(tmp_path / "notify.sock")
+    yield listener
+    listener.close()
+
+
+class TestRun:
+    async def test_runs_end_to_end_and_stops_cleanly_on_sigterm(
+        self, tmp_path, target, small_demo_db, notify
+    ):
+        digest_before = hashlib.sha256(small_demo_db.read_bytes()).hexdigest()
+        mtime_before = small_demo_db.stat().st_mtime_ns
+        config = daemon_config(tmp_path, target.url, small_demo_db)
+        daemon = await start_daemon(config, tmp_path, {"NOTIFY_SOCKET": str(notify.path)})
+        await daemon.wait_for(
+            lambda: (
+                len(daemon.lines()) >= 9
+                and collectors_seen(daemon.lines()) == {"system", "api", "db"}
+            ),
+            what="three runs of each collector",
+        )
+        ready = await daemon.wait_for(
+            lambda: [m for m in notify.drain() if m.startswith("READY=1")], what="READY=1"
+        )
+        assert "STATUS=3/3 collectors ok" in ready[0]
+        rc, took = await daemon.stop()
+        assert rc == 0, daemon.stderr.decode()[-2000:]
+        assert took < 5.0
+        assert any(m.startswith("STOPPING=1") for m in notify.drain())
+        lines = daemon.lines()  # every line parses (json.loads above would raise)
+        api = next(line for line in lines if line["collector"] == "api")
+        names = {(s["name"], s["labels"].get("endpoint")) for s in api["samples"]}
+        assert ("api_up", "health") in names
+        assert ("api_response_seconds", "work_orders") in names
+        db = next(line for line in lines if line["collector"] == "db")
+        value = next(s for s in db["samples"] if s["name"] == "db_query_value")
+        assert value["value"] == 5000
+        assert all(line["v"] == 1 and line["host"] for line in lines)
+        assert target.stats["/api/health"] >= 3
+        # the monitored database is untouched: same bytes, same mtime, no journal left behind
+        assert hashlib.sha256(small_demo_db.read_bytes()).hexdigest() == digest_before
+        assert small_demo_db.stat().st_mtime_ns == mtime_before
+        assert not Path(f"{small_demo_db}-journal").exists()
+        assert b"stopped" in daemon.stderr
+
+    async def test_sigterm_with_a_hanging_probe_stops_within_the_grace(
+        self, tmp_path, target, small_demo_db
+    ):
+        target.faults.set("/api/work-orders", hang=True)
+        config = daemon_config(tmp_path, target.url, small_demo_db, api_timeout="30s", grace="1s")
+        daemon = await start_daemon(config, tmp_path)
+        await daemon.wait_for(lambda: "db" in collectors_seen(daemon.lines()), what="a db run")
+        await asyncio.sleep(0.3)  # the api run is now waiting on the hanging endpoint
+        rc, took = await daemon.stop()
+        assert rc == 0
+        assert took < 4.0
+        assert b"cancelled_runs=1" in daemon.stderr
+        for line in daemon.lines():
+            assert line["v"] == 1
+
+    async def test_sigint_stops_too(self, tmp_path, target, small_demo_db):
+        daemon = await start_daemon(daemon_config(tmp_path, target.url, small_demo_db), tmp_path)
+        await daemon.wait_for(daemon.lines, what="a first line")
+        rc, _ = await daemon.stop(signal.SIGINT)
+        assert rc == 0
+
+
+class TestAlerts:
+    async def test_endpoint_down_and_back_is_critical_then_resolved(
+        self, tmp_path, target, small_demo_db
+    ):
+        daemon = await start_daemon(daemon_config(tmp_path, target.url, small_demo_db), tmp_path)
+        await daemon.wait_for(lambda: "api" in collectors_seen(daemon.lines()), what="an api run")
+        target.faults.set("/api/work-orders", status=503)
+        firing = await daemon.wait_for(
+            lambda: [a for a in daemon.lines(daemon.alerts) if a["event"] == "firing"],
+            what="a firing alert",
+        )
+        target.faults.clear()
+        resolved = await daemon.wait_for(
+            lambda: [a for a in daemon.lines(daemon.alerts) if a["event"] == "resolved"],
+            what="a resolved alert",
+        )
+        rc, _ = await daemon.stop()
+        assert rc == 0
+        alert = firing[0]
+        assert (alert["rule"], alert["severity"], alert["labels"]) == (
+            "api_down",
+            "critical",
+            {"endpoint": "work_orders"},
+        )
+        assert alert["value"] == 0
+        assert resolved[0]["fingerprint"] == alert["fingerprint"]
+        error_kinds = {
+            e["kind"]
+            for line in daemon.lines()
+            if line["collector"] == "api"
+            for e in line["errors"]
+        }
+        assert "status" in error_kinds
+        assert b"alert firing" in daemon.stderr
+
+    async def test_missing_database_is_critical_and_never_created(self, tmp_path, target):
+        missing = tmp_path / "nope" / "fossawork_v2.db"
+        daemon = await start_daemon(daemon_config(tmp_path, target.url, missing), tmp_path)
+        alerts = await daemon.wait_for(
+            lambda: [a for a in daemon.lines(daemon.alerts) if a["rule"] == "db_down"],
+            what="db_down",
+        )
+        await daemon.stop()
+        assert alerts[0]["severity"] == "critical"
+        assert not missing.exists()
+        assert not missing.parent.exists()
+
+
+class TestReloadAndReopen:
+    async def test_sighup_applies_a_good_config_and_keeps_running_on_a_bad_one(
+        self, tmp_path, target, small_demo_db, notify
+    ):
+        config = daemon_config(tmp_path, target.url, small_demo_db)
+        daemon = await start_daemon(config, tmp_path, {"NOTIFY_SOCKET": str(notify.path)})
+        await daemon.wait_for(lambda: len(collectors_seen(daemon.lines())) == 3, what="all runs")
+        good = config.read_text().replace('interval = "500ms"\npath', 'interval = "200ms"\npath')
+        config.write_text(good)
+        daemon.proc.send_signal(signal.SIGHUP)
+        await daemon.wait_for(
+            lambda: (
+                sum(m.startswith("RELOADING=1") for m in notify.drain()) >= 1
+                and any(m.startswith("READY=1") for m in notify.messages[-3:])
+            ),
+            what="RELOADING=1 then READY=1",
+        )
+        config.write_text(
+            good.replace("[collectors.system]\ninterval", "[collectors.system]\nintervall")
+        )
+        daemon.proc.send_signal(signal.SIGHUP)
+        await daemon.wait_for(
+            lambda: any("reload failed" in m for m in notify.drain()), what="reload failed status"
+        )
+        count = len(daemon.lines())
+        await daemon.wait_for(lambda: len(daemon.lines()) > count + 3, what="more runs after")
+        rc, _ = await daemon.stop()
+        assert rc == 0
+        log = daemon.stderr.decode()
+        assert "reloaded" in log
+        assert "reload rejected" in log
+        assert "intervall" in log
+
+    async def test_sigusr1_reopens_the_output_files(self, tmp_path, target, small_demo_db):
+        daemon = await start_daemon(daemon_config(tmp_path, target.url, small_demo_db), tmp_path)
+        await daemon.wait_for(daemon.lines, what="a first line")
+        rotated = daemon.metrics.with_name("metrics.jsonl.1")
+        daemon.metrics.rename(rotated)
+        daemon.proc.send_signal(signal.SIGUSR1)
+        await daemon.wait_for(lambda: daemon.metrics.exists() and daemon.lines(), what="new file")
+        await daemon.stop()
+        old = [json.loads(x) for x in rotated.read_text().splitlines()]
+        new = daemon.lines()
+        assert old
+        assert new
+        assert old[-1]["ts"] <= new[0]["ts"]
+
+
+class TestBadConfig:
+    async def test_misspelt_key_exits_78_naming_it(self, tmp_path):
+        config = tmp_path / "config.toml"
+        config.write_text('[collectors.system]\nintervall = "10s"\n')
+        daemon = await start_daemon(config, tmp_path)
+        await asyncio.wait_for(daemon.proc.wait(), 30)
+        assert daemon.proc.returncode == 78
+        assert daemon.proc.stderr is not None
+        err = (await daemon.proc.stderr.read()).decode()
+        assert 'collectors.system.intervall: unknown key (did you mean "interval"?)' in err
+
+    async def test_unwritable_output_exits_73(self, tmp_path):
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        config = tmp_path / "config.toml"
+        config.write_text(f'[output.metrics]\npath = "{blocker}/m.jsonl"\n')
+        daemon = await start_daemon(config, tmp_path)
+        await asyncio.wait_for(daemon.proc.wait(), 30)
+        assert daemon.proc.returncode == 73
+        assert daemon.proc.stderr is not None
+        assert b"cannot start" in await daemon.proc.stderr.read()
