@@ -83,20 +83,20 @@ def sniff(path: str) -> Sniffed:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise OpenProblemError(*os_failure(exc)) from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a directory
+        os.close(fd)
+        raise OpenProblemError(ErrorKind.NOT_A_DATABASE, "not a regular file")
     file = os.fdopen(fd, "rb")
     try:
-        st = os.fstat(fd)
-        return Sniffed(file, (st.st_dev, st.st_ino), wal=_check(file, st))
+        return Sniffed(file, (st.st_dev, st.st_ino), wal=_check(file.read(HEADER_BYTES)))
     except BaseException:
         file.close()
         raise
 
 
-def _check(file: BinaryIO, st: os.stat_result) -> bool:
+def _check(head: bytes) -> bool:
     """True for a WAL database; raises for anything that is not a database."""
-    if not stat.S_ISREG(st.st_mode):
-        raise OpenProblemError(ErrorKind.NOT_A_DATABASE, "not a regular file")
-    head = file.read(HEADER_BYTES)
     if not head:
         # SQLite would open it as a new, empty database, and every query would fail with "no
         # such table". A 0-byte file at the path is what a plain connect() to a wrong path

@@ -75,6 +75,7 @@ class _TimeoutError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Read:
+    seconds: float
     rows: int
     first: Any
     """The first row, or None when there was none."""
@@ -83,6 +84,15 @@ class _Read:
 
 class DbCollector:
     name = "db"
+    METRICS = (
+        "db_up",
+        "db_file_bytes",
+        "db_wal_bytes",
+        "db_query_seconds",
+        "db_query_rows",
+        "db_query_truncated",
+        "db_query_value",
+    )
 
     def __init__(self, config: DbCollectorConfig) -> None:
         self.interval = config.interval
@@ -140,7 +150,7 @@ class DbCollector:
             # Replaced under us: the kept connection would read the old, unlinked file forever.
             await self._drop()
         try:
-            conn = self._conn or await self._open()
+            conn = self._conn if self._conn is not None else await self._open()
             await self._read(conn, _PROBE_SQL, self._config.timeout, max_rows=1)
         except sq.OpenProblemError as problem:
             kind, message = problem.kind, problem.message
@@ -190,7 +200,6 @@ class DbCollector:
     ) -> None:
         labels = make_labels(query=query.name)
         timeout = query.timeout or self._config.timeout
-        started = time.perf_counter()
         try:
             read = await self._read(conn, query.sql, timeout, self._config.max_rows)
         except _TimeoutError:
@@ -200,7 +209,7 @@ class DbCollector:
             kind, message = sq.classify(exc, path=self._path, wal=self._wal, fallback=ErrorKind.SQL)
             errors.append(Failure(query.name, kind, message))
             return
-        samples.append(Sample("db_query_seconds", time.perf_counter() - started, labels))
+        samples.append(Sample("db_query_seconds", read.seconds, labels))
         samples.append(Sample("db_query_rows", float(read.rows), labels))
         samples.append(Sample("db_query_truncated", float(read.truncated), labels))
         if query.record_value:
@@ -219,10 +228,12 @@ class DbCollector:
         try:
             busy_ms = int(limit * 1000 * _BUSY_SHARE)
             await conn.execute_fetchall(f"PRAGMA busy_timeout = {busy_ms}")
+            started = time.perf_counter()
             # Closing the cursor (leaving the block) ends the statement, which releases the
             # shared lock a half-read result would otherwise hold against the app's writers.
             async with conn.execute(sql) as cursor:
-                return await _read_capped(cursor, max_rows)
+                rows, first, truncated = await _read_capped(cursor, max_rows)
+            return _Read(time.perf_counter() - started, rows, first, truncated)
         except sqlite3.OperationalError as exc:
             if expired.is_set() and sq.is_interrupt(exc):
                 raise _TimeoutError from exc
@@ -257,15 +268,18 @@ def _recorded_value(first_row: Any) -> float | str:
     return f"record_value is set, but the first column of the first row is {value!r}, not a number"
 
 
-async def _read_capped(cursor: aiosqlite.Cursor, max_rows: int) -> _Read:
-    """Step through at most max_rows rows in chunks: nothing is ever fetched whole."""
+async def _read_capped(cursor: aiosqlite.Cursor, max_rows: int) -> tuple[int, Any, bool]:
+    """Step through at most max_rows rows in chunks, never fetching a result whole.
+
+    Returns the rows read, the first row (None if there was none) and whether rows were left.
+    """
     first: Any = None
     rows = 0
     while rows < max_rows:
         chunk = list(await cursor.fetchmany(min(CHUNK_ROWS, max_rows - rows)))
         if not chunk:
-            return _Read(rows, first, truncated=False)
+            return rows, first, False
         if first is None:
             first = chunk[0]
         rows += len(chunk)
-    return _Read(rows, first, truncated=await cursor.fetchone() is not None)
+    return rows, first, await cursor.fetchone() is not None

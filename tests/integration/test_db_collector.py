@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -77,6 +78,16 @@ def kinds(batch: Batch) -> dict[str, ErrorKind]:
 
 def fingerprint(path: Path) -> tuple[str, int]:
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+async def bounded_collect(collector: DbCollector, seconds: float = 5) -> Batch:
+    """collect(), failing the test instead of hanging it if the collector's own deadline broke."""
+    try:
+        return await asyncio.wait_for(collector.collect(), seconds)
+    except TimeoutError:
+        if collector._conn is not None:
+            await collector._conn.interrupt()  # unstick SQLite, so that teardown can close
+        pytest.fail(f"collect() still running after {seconds}s")
 
 
 @pytest.fixture
@@ -217,7 +228,7 @@ class TestOpenFailures:
         collector = make_collector(db, COUNT, timeout="500ms")
         with exclusive_lock(db):
             started = time.perf_counter()
-            batch = await collector.collect()
+            batch = await bounded_collect(collector)
             elapsed = time.perf_counter() - started
 
         assert kinds(batch) == {str(db): ErrorKind.LOCKED}
@@ -265,7 +276,7 @@ class TestQueryFailures:
         collector = make_collector(db, {"name": "slow", "sql": slow_sql, "timeout": "300ms"}, COUNT)
         for _ in range(2):  # and the connection is still good for the next cycle
             started = time.perf_counter()
-            batch = await collector.collect()
+            batch = await bounded_collect(collector)
             elapsed = time.perf_counter() - started
 
             assert kinds(batch) == {"slow": ErrorKind.TIMEOUT}
@@ -282,7 +293,7 @@ class TestQueryFailures:
             db, {"name": "many", "sql": TEN_MILLION_ROWS, "record_value": True}, max_rows=1000
         )
         started = time.perf_counter()
-        batch = await collector.collect()
+        batch = await bounded_collect(collector)
 
         assert time.perf_counter() - started < 1
         assert batch.errors == ()
@@ -336,19 +347,24 @@ class TestFileLifecycle:
 
     async def test_wal_reader_sees_what_the_running_app_committed(self, tmp_path, make_collector):
         path = build_db(tmp_path / "app.db", wal=True)
+        collector = make_collector(path, COUNT)
         with contextlib.closing(sqlite3.connect(path)) as app:
             app.execute("PRAGMA wal_autocheckpoint = 0")  # the rows stay in the -wal file
             app.execute("INSERT INTO work_orders (created_date, status) VALUES ('now', 'open')")
             app.commit()
             before = fingerprint(path)
-            batch = await make_collector(path, COUNT).collect()
+            batch = await collector.collect()
 
             assert batch.errors == ()
             assert value(batch, "db_query_value", "count") == ROWS + 1
             wal_bytes = value(batch, "db_wal_bytes")
             assert wal_bytes is not None
             assert wal_bytes > 0
-            assert fingerprint(path) == before
+        # The app stopped while we still read. The last connection to close checkpoints the WAL
+        # into the file, unless it is read-only: that must be us, never writing.
+        assert value(await collector.collect(), "db_query_value", "count") == ROWS + 1
+        await collector.close()
+        assert fingerprint(path) == before
 
 
 class TestNeverWrites:
@@ -442,6 +458,23 @@ class TestUnprivileged:
         for needed in ("WAL mode", f"{path}-shm", f"ReadWritePaths={data}", "keep the application"):
             assert needed in message
         assert sorted(p.name for p in data.iterdir()) == ["app.db"]
+
+    async def test_wal_in_a_read_only_directory_while_the_app_runs(self, shared_dir):
+        # The message's other fix: while the application holds the database open, -shm exists.
+        data = shared_dir / "backend"
+        data.mkdir()
+        path = build_db(data / "app.db", wal=True)
+        with contextlib.closing(sqlite3.connect(path)) as app:
+            app.execute("INSERT INTO work_orders (created_date, status) VALUES ('now', 'open')")
+            app.commit()
+            data.chmod(0o555)
+
+            batch = collect_unprivileged(db_config(path, COUNT))
+
+        assert batch["errors"] == []
+        values = {s["name"]: s["value"] for s in batch["samples"]}
+        assert values["db_up"] == 1
+        assert values["db_query_value"] == ROWS + 1
 
     async def test_unreadable_file_is_permission(self, shared_dir):
         path = build_db(shared_dir / "app.db")
