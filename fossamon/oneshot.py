@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fossamon.collectors.base import build_collectors
+from fossamon.collectors.system import SystemCollector
 from fossamon.model import Batch, Severity, format_series, iso_ts
 from fossamon.rules.evaluator import Evaluator
 from fossamon.rules.windows import History
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
     from fossamon.config import Config
     from fossamon.model import Labels
 
-# psutil's CPU % is a delta between two readings; closer than this, it is mostly noise.
-MIN_CPU_SPAN = 0.25
+# CPU % is a delta between two readings; over a shorter span it is mostly noise.
+CPU_WINDOW = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +72,16 @@ async def run_once(config: Config) -> OnceResult:
 
 
 async def _collect_all(collectors: list[Collector]) -> list[Batch]:
-    system = [c for c in collectors if c.name == "system"]
-    others = [c for c in collectors if c.name != "system"]
+    systems = [c for c in collectors if isinstance(c, SystemCollector)]
+    others = [c for c in collectors if not isinstance(c, SystemCollector)]
     batches = list(await asyncio.gather(*(c.collect() for c in others)))
-    for collector in system:
-        # Give CPU % a span worth measuring (the collector took its first reading when built).
-        primed_at = getattr(collector, "primed_at", None)
-        if primed_at is not None:
-            await asyncio.sleep(max(0.0, MIN_CPU_SPAN - (time.monotonic() - primed_at)))
-        batches.insert(0, await collector.collect())
+    if systems:
+        # CPU % is a delta between two readings: take them around a quiet moment after the
+        # other probes, so the figure is the host's load, not this command's own work.
+        for system in systems:
+            system.restart_cpu_window()
+        await asyncio.sleep(CPU_WINDOW)
+        batches[:0] = [await system.collect() for system in systems]
     return batches
 
 

@@ -67,6 +67,11 @@ class SystemCollector:
         self._cpu_before = _cpu_reading(per_cpu=config.per_cpu)
         self.primed_at = time.monotonic()
 
+    def restart_cpu_window(self) -> None:
+        """Make the next run's CPU % cover only the time from now (for one-shot use)."""
+        self._cpu_before = _cpu_reading(per_cpu=self.config.per_cpu)
+        self.primed_at = time.monotonic()
+
     async def collect(self) -> Batch:
         ts = time.time()
         started = time.perf_counter()
