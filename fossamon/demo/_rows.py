@@ -57,13 +57,14 @@ SCHEMA = (
     )""",
 )
 
-_TIME = "datetime(?, 'unixepoch')"
-INSERT_CUSTOMER = f"INSERT INTO customers VALUES (?, ?, ?, ?, ?, {_TIME})"
+INSERT_CUSTOMER = "INSERT INTO customers VALUES (?, ?, ?, ?, ?, datetime(?, 'unixepoch'))"
 INSERT_WORK_ORDER = (
-    "INSERT INTO work_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-    f" date(?, 'unixepoch'), {_TIME}, {_TIME}, ?)"
+    "INSERT INTO work_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, date(?, 'unixepoch'),"
+    " datetime(?, 'unixepoch'), datetime(?, 'unixepoch'), ?)"
 )
-INSERT_DISPENSER = f"INSERT INTO dispensers VALUES (?, ?, ?, ?, ?, ?, ?, ?, {_TIME})"
+INSERT_DISPENSER = (
+    "INSERT INTO dispensers VALUES (?, ?, ?, ?, ?, ?, ?, ?, datetime(?, 'unixepoch'))"
+)
 
 STATUSES = ("pending", "scheduled", "in_progress", "completed", "cancelled")
 SERVICE_CODES = ("2861", "2862", "3002", "3146")
@@ -109,7 +110,7 @@ _NOTES = (
     "Customer requested morning visit.",
     "Meter adjusted on dispenser 3/4, retested.",
     "Site contact: store manager.",
-    "Prover can rented; return by Friday.",
+    "Rented prover can; return it by Friday.",
     "Filter replaced on Premium.",
 )
 

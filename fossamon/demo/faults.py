@@ -67,18 +67,18 @@ class Faults:
         error_rate: float | None = None,
         hang: bool = False,
     ) -> FaultRule:
-        """Add or replace the rule for `path`; raise ValueError naming a bad field.
+        """Add or replace the rule for `path`; a bad field raises TypeError or ValueError naming it.
 
         `error_rate` defaults to 1 when a `status` is given; an `error_rate` alone fails with 500.
         """
         rule = _validated(path, latency, status, error_rate, hang)
-        self._rules[rule.path] = (rule, random.Random(f"{self._seed}:{rule.path}"))
+        self._rules[rule.path] = (rule, _rule_rng(self._seed, rule.path))
         return rule
 
     def set_from_json(self, data: object) -> FaultRule:
         """`set` from a decoded JSON body such as the control API receives."""
         if not isinstance(data, dict):
-            raise ValueError("body: expected a JSON object")
+            raise TypeError("body: expected a JSON object")
         unknown = sorted(set(data) - _FIELDS)
         if unknown:
             raise ValueError(f"{unknown[0]}: unknown field (expected {', '.join(sorted(_FIELDS))})")
@@ -119,8 +119,12 @@ class Faults:
         return Decision(rule.latency, rule.status if fails else None, rule.hang)
 
 
+def _rule_rng(seed: int, path: str) -> random.Random:
+    return random.Random(f"{seed}:{path}")  # noqa: S311 - reproducible fault draws, not secrets
+
+
 def _covers(prefix: str, path: str) -> bool:
-    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+    return prefix in ("/", path) or path.startswith(prefix + "/")
 
 
 def _normalized(path: str) -> str:
@@ -130,26 +134,29 @@ def _normalized(path: str) -> str:
 def _validated(
     path: object, latency: object, status: object, error_rate: object, hang: object
 ) -> FaultRule:
-    if not isinstance(path, str) or not path.startswith("/"):
+    if not isinstance(path, str):
+        raise TypeError(f"path: expected a string starting with '/', got {path!r}")
+    if not path.startswith("/"):
         raise ValueError(f"path: expected a string starting with '/', got {path!r}")
-    # bool is an int subclass; `"status": true` is a mistake, not status 1.
-    if isinstance(latency, bool) or not isinstance(latency, int | float):
-        raise ValueError(f"latency: expected seconds as a number, got {latency!r}")
-    if not (math.isfinite(latency) and 0 <= latency <= MAX_LATENCY):
-        raise ValueError(f"latency: expected 0..{MAX_LATENCY:g} seconds, got {latency!r}")
-    if status is not None and (
-        isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599
-    ):
-        raise ValueError(f"status: expected an HTTP status 100..599, got {status!r}")
-    if error_rate is not None and (
-        isinstance(error_rate, bool)
-        or not isinstance(error_rate, int | float)
-        or not 0 <= error_rate <= 1
-    ):
-        raise ValueError(f"error_rate: expected a fraction 0..1, got {error_rate!r}")
+    delay = _number("latency", latency, MAX_LATENCY, f"seconds, 0..{MAX_LATENCY:g}")
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int)):
+        raise TypeError(f"status: expected an HTTP error status 400..599, got {status!r}")
+    if status is not None and not 400 <= status <= 599:
+        raise ValueError(f"status: expected an HTTP error status 400..599, got {status!r}")
+    if error_rate is not None:
+        rate = _number("error_rate", error_rate, 1.0, "a fraction, 0..1")
+        status = 500 if status is None else status
+    else:
+        rate = 1.0 if status is not None else 0.0
     if not isinstance(hang, bool):
-        raise ValueError(f"hang: expected true or false, got {hang!r}")
-    if error_rate is not None and status is None:
-        status = 500
-    rate = 1.0 if error_rate is None else float(error_rate)
-    return FaultRule(_normalized(path), float(latency), status, rate if status else 0.0, hang)
+        raise TypeError(f"hang: expected true or false, got {hang!r}")
+    return FaultRule(_normalized(path), delay, status, rate, hang)
+
+
+def _number(field: str, value: object, highest: float, expected: str) -> float:
+    # bool is an int subclass, but `"latency": true` is a mistake, not one second.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{field}: expected {expected}, got {value!r}")
+    if not (math.isfinite(value) and 0 <= value <= highest):
+        raise ValueError(f"{field}: expected {expected}, got {value!r}")
+    return float(value)

@@ -52,7 +52,7 @@ class DemoMeta:
     reference_time: str
 
 
-def create_demo_database(  # noqa: PLR0913 - every size is a knob tests and benchmarks turn
+def create_demo_database(
     path: Path,
     *,
     work_orders: int = 100_000,
@@ -89,7 +89,7 @@ def create_demo_database(  # noqa: PLR0913 - every size is a knob tests and benc
     _fsync(path.parent)
 
 
-def ensure_demo_database(  # noqa: PLR0913 - same knobs as create_demo_database
+def ensure_demo_database(
     path: Path,
     *,
     work_orders: int = 100_000,
@@ -167,7 +167,7 @@ def _check_sizes(work_orders: int, dispensers: int, customers: int) -> None:
 
 
 def _build(tmp: Path, meta: DemoMeta, reference: datetime) -> None:
-    rng = random.Random(meta.seed)
+    rng = random.Random(meta.seed)  # noqa: S311 - reproducible demo data is the point
     now = _rows.unix_seconds(reference)
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
@@ -193,9 +193,7 @@ def _build(tmp: Path, meta: DemoMeta, reference: datetime) -> None:
         customer_rows, chains = _rows.customer_rows(rng, meta.customers, now)
         conn.executemany(_rows.INSERT_CUSTOMER, customer_rows)
         ages = _rows.created_offsets(rng, meta.work_orders)
-        conn.executemany(
-            _rows.INSERT_WORK_ORDER, _rows.work_order_rows(rng, ages, chains, now)
-        )
+        conn.executemany(_rows.INSERT_WORK_ORDER, _rows.work_order_rows(rng, ages, chains, now))
         conn.executemany(
             _rows.INSERT_DISPENSER, _rows.dispenser_rows(rng, meta.dispensers, ages, now)
         )
@@ -222,3 +220,35 @@ def _remove_sidecars(path: Path) -> None:
 def _remove_with_sidecars(path: Path) -> None:
     path.unlink(missing_ok=True)
     _remove_sidecars(path)
+
+
+def append_work_order(path: Path, rng: random.Random, *, now: datetime | None = None) -> int:
+    """Insert one work order created at `now`, with one to four dispensers; return its id.
+
+    For the target's live mode, so "last hour" queries see movement. Opens the file `mode=rw`:
+    a missing database is an error here, never silently created empty.
+    """
+    reference = _rows.unix_seconds(_rows.reference_time(now))
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=rw", uri=True, timeout=5.0)
+    conn.isolation_level = None
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        order_id, customers, first_dispenser = conn.execute(
+            "SELECT (SELECT COALESCE(MAX(id), 0) + 1 FROM work_orders),"
+            " (SELECT COUNT(*) FROM customers),"
+            " (SELECT COALESCE(MAX(id), 0) + 1 FROM dispensers)"
+        ).fetchone()
+        customer_id = 1 + int(rng.random() * max(customers, 1))
+        named = conn.execute("SELECT name FROM customers WHERE id = ?", (customer_id,)).fetchone()
+        # Customer names are "<chain> (<city>, <state>) #<id>"; sites are named by chain.
+        chain = named[0].split(" (")[0] if named else "Independent"
+        row = _rows.work_order_row(rng, order_id, 0, chain, customer_id, reference)
+        conn.execute(_rows.INSERT_WORK_ORDER, row)
+        for position in range(1, 2 + int(rng.random() * 4)):
+            dispenser_id = first_dispenser + position - 1
+            row = _rows.dispenser_row(rng, dispenser_id, order_id, position, reference)
+            conn.execute(_rows.INSERT_DISPENSER, row)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()  # without a COMMIT this rolls back, so a failed append leaves no trace
+    return int(order_id)
