@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import faulthandler
+import os
 import sys
 from typing import TYPE_CHECKING
 
 from fossamon import __version__
-from fossamon.config import Config, default_config_path, load_config
-from fossamon.errors import ConfigError
+from fossamon.config import Config, default_config_path
+from fossamon.errors import EX_CONFIG, EX_CRITICAL, EX_OK, EX_SOFTWARE, ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-
-EX_OK = 0
-EX_CRITICAL = 1
-EX_USAGE = 64
-EX_CANTCREAT = 73
-EX_CONFIG = 78
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -58,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path_arg: str | None) -> tuple[Config | None, str]:
+    from fossamon.overview import load_checked  # noqa: PLC0415 - keep startup lean
+
     path = path_arg or default_config_path()
     try:
-        return load_config(path), path
+        return load_checked(path), path
     except ConfigError as exc:
         print(f"fossamon: invalid configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
         for problem in exc.problems:
@@ -85,31 +81,49 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_once(args: argparse.Namespace) -> int:
     from fossamon.model import Severity  # noqa: PLC0415
     from fossamon.oneshot import render_json, render_table, run_once  # noqa: PLC0415
+    from fossamon.runner import run_bounded  # noqa: PLC0415
 
     config, _ = _load(args.config)
     if config is None:
         return EX_CONFIG
-    result = asyncio.run(run_once(config))
-    print(render_json(result) if args.json else render_table(result))
-    return EX_CRITICAL if result.worst >= Severity.CRITICAL else EX_OK
+    ready = config
+
+    async def once() -> int:
+        result = await run_once(ready)
+        print(render_json(result) if args.json else render_table(result))
+        return EX_CRITICAL if result.worst >= Severity.CRITICAL else EX_OK
+
+    return run_bounded(once())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import structlog  # noqa: PLC0415
+
     from fossamon.daemon import Daemon  # noqa: PLC0415
     from fossamon.log import configure_logging  # noqa: PLC0415
+    from fossamon.overview import load_checked  # noqa: PLC0415
+    from fossamon.runner import run_bounded  # noqa: PLC0415
 
-    config, path = _load(args.config)
-    if config is None:
+    # Log from the first line in the shape the journal wants, so even "invalid config"
+    # arrives with an error priority (`journalctl -p err` shows why the unit failed).
+    configure_logging("info", "auto")
+    log = structlog.get_logger("fossamon")
+    path = args.config or default_config_path()
+    try:
+        config = load_checked(path)
+    except ConfigError as exc:
+        log.error("invalid configuration; not starting", problems=len(exc.problems))
+        for problem in exc.problems:
+            log.error(str(problem))
         return EX_CONFIG
     # A hung loop ends in the watchdog's SIGABRT; this puts the Python stack in the journal.
     faulthandler.enable()
     configure_logging(config.daemon.log_level, config.daemon.log_format)
     try:
-        return asyncio.run(Daemon(config, path).run())
-    except OSError as exc:
-        # Output files that cannot be created at start: a setup problem, said plainly.
-        print(f"fossamon: cannot start: {exc}", file=sys.stderr)
-        return EX_CANTCREAT
+        return run_bounded(Daemon(config, path).run())
+    except Exception:
+        log.exception("fossamon crashed")
+        return EX_SOFTWARE
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -129,6 +143,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `fossamon check | head`: the reader left. Point stdout at /dev/null so the
+        # interpreter's final flush does not complain again (the Python docs' recipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    return code

@@ -9,6 +9,7 @@ a misspelt key that is silently ignored is a monitor that silently does not moni
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -26,6 +27,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
 )
+from yarl import URL
 
 from fossamon.errors import ConfigError, ConfigProblem
 from fossamon.units import DURATION_HINT, SIZE_HINT, parse_duration, parse_size
@@ -59,6 +61,8 @@ def _threshold(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")  # noqa: TRY004 - see _duration
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
         return float(value)
     if isinstance(value, str):
         for parse in (parse_duration, parse_size):
@@ -83,8 +87,8 @@ def _interval(value: float) -> float:
 
 def _resolve_path(value: str, info: ValidationInfo) -> str:
     """Relative paths are relative to the config file, not to whatever cwd systemd gave us."""
-    if not value:
-        return value
+    if not value.strip():
+        raise ValueError("must not be empty")
     base = (info.context or {}).get("base_dir")
     path = Path(value).expanduser()
     if not path.is_absolute() and base is not None:
@@ -101,9 +105,35 @@ def _regex(value: str) -> str:
 
 
 def _http_url(value: str) -> str:
-    if value and not re.match(r"https?://[^/\s]+", value):
-        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    if not value:
+        return value
+    problem = f"expected an http:// or https:// URL with a host, got {value!r}"
+    try:
+        url = URL(value)
+        port = url.port
+    except ValueError as exc:
+        raise ValueError(f"{problem} ({exc})") from None
+    if url.scheme not in {"http", "https"} or not url.host or re.search(r"\s", value):
+        raise ValueError(problem)
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range in {value!r}")
     return value
+
+
+def _headers(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        # A CR or LF would split the request (header injection); aiohttp refuses it at send.
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ValueError(f"{name!r} is not a valid HTTP header name")
+        if re.search(r"[\r\n\x00]", text):
+            raise ValueError(f"the value of header {name!r} contains a line break or NUL")
+    return value
+
+
+def _sql(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
@@ -113,6 +143,8 @@ Size = Annotated[int, BeforeValidator(_size)]
 Threshold = Annotated[float, BeforeValidator(_threshold)]
 FilePath = Annotated[str, AfterValidator(_resolve_path)]
 Regex = Annotated[str, AfterValidator(_regex)]
+Headers = Annotated[dict[str, str], AfterValidator(_headers)]
+Sql = Annotated[str, AfterValidator(_sql)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$", max_length=128)]
 
@@ -127,7 +159,7 @@ class DaemonConfig(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "plain", "journal", "json"] = "auto"
     hostname: str = ""
-    shutdown_grace: Duration = 5.0
+    shutdown_grace: Duration = 3.0
 
 
 class OutputFileConfig(_Section):
@@ -156,7 +188,7 @@ class EndpointConfig(_Section):
     path: str | None = None
     url: HttpUrl | None = None
     method: HttpMethod = "GET"
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     json_body: Any = Field(default=None, alias="json")
     body: str | None = None
     timeout: PositiveDuration | None = None
@@ -171,7 +203,7 @@ class ApiCollectorConfig(_Section):
     jitter: Duration = 0.0
     timeout: PositiveDuration = 10.0
     base_url: HttpUrl = ""
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     max_body: Size = 1024 * 1024
     max_concurrency: Annotated[int, Field(ge=1, le=10000)] = 100
     verify_tls: bool = True
@@ -182,7 +214,7 @@ class ApiCollectorConfig(_Section):
 
 class QueryConfig(_Section):
     name: Name
-    sql: Annotated[str, Field(min_length=1)]
+    sql: Sql
     record_value: bool = False
     timeout: PositiveDuration | None = None
 
@@ -334,17 +366,27 @@ def _describe(error: Any) -> str:
     msg = str(msg).removeprefix("Value error, ")
     if kind in {"value_error", "assertion_error"}:
         return msg
-    if kind == "string_pattern_mismatch":
-        return f"{value!r} has characters that are not allowed ({msg.lower()})"
     shown = repr(value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    return f"{msg[0].lower()}{msg[1:]}, got {shown}"
+    expected = {
+        "string_pattern_mismatch": f"has characters that are not allowed ({msg.lower()})",
+        "model_type": "expected a table ([section] or { key = value })",
+        "dict_type": "expected a table ([section] or { key = value })",
+        "list_type": "expected a list ([ … ])",
+    }.get(kind, f"{msg[0].lower()}{msg[1:]}")
+    return f"{expected}, got {shown}"
 
 
 def _semantic_problems(config: Config, file: str) -> list[ConfigProblem]:
     """Checks that span several keys, reported at the exact key to change."""
-    problems: list[ConfigProblem] = []
+    problems = _output_problems(config, file)
+    collectors = config.collectors
+    if not any(
+        section is not None and section.enabled
+        for section in (collectors.system, collectors.api, collectors.db)
+    ):
+        problems.append(ConfigProblem(file, "collectors", "no collector is enabled"))
     if config.collectors.api is not None:
         problems.extend(_api_problems(config.collectors.api, file))
     if config.collectors.db is not None:
@@ -356,6 +398,30 @@ def _semantic_problems(config: Config, file: str) -> list[ConfigProblem]:
     for i, rule in enumerate(config.rules):
         problems.extend(_rule_problems(rule, f"rules[{i}]", file))
     problems.extend(_duplicate_names([r.name for r in config.rules], "rules", file))
+    return problems
+
+
+def _output_problems(config: Config, file: str) -> list[ConfigProblem]:
+    """Two writers on one file tear lines; a writer on the monitored database corrupts it."""
+    metrics, alerts = Path(config.output.metrics.path), Path(config.output.alerts.path)
+    problems = []
+    if metrics == alerts:
+        problems.append(
+            ConfigProblem(
+                file, "output.alerts.path", f"is the same file as output.metrics.path ({metrics})"
+            )
+        )
+    db = config.collectors.db
+    if db is not None:
+        database = Path(db.path)
+        forbidden = {database, *(Path(f"{database}{end}") for end in ("-wal", "-shm", "-journal"))}
+        for key, path in (("output.metrics.path", metrics), ("output.alerts.path", alerts)):
+            if path in forbidden:
+                message = (
+                    f"{path} is the monitored database (or one of its files); "
+                    "fossamon never writes there"
+                )
+                problems.append(ConfigProblem(file, key, message))
     return problems
 
 
@@ -433,6 +499,15 @@ def parse_config(
     base_dir: str | None = None,
 ) -> Config:
     """Parse and validate TOML text; raise ConfigError listing every problem."""
+    try:
+        return _parse(text.removeprefix("\ufeff"), file, env, base_dir)  # editors add BOMs
+    except RecursionError:
+        raise ConfigError([ConfigProblem(file, "", "nested too deeply to be a config")]) from None
+
+
+def _parse(
+    text: str, file: str, env: typing.Mapping[str, str] | None, base_dir: str | None
+) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -45,3 +45,11 @@ class SinkError(FossamonError):
     def __init__(self, sink: str, message: str) -> None:
         self.sink = sink
         super().__init__(f"sink {sink}: {message}")
+
+
+# Exit statuses (sysexits.h), so systemd units can tell a bad config from a crash.
+EX_OK = 0
+EX_CRITICAL = 1  # `fossamon once`: a rule is critical
+EX_SOFTWARE = 70  # a bug
+EX_CANTCREAT = 73  # output files cannot be created at start
+EX_CONFIG = 78  # the config file is invalid

@@ -95,12 +95,13 @@ def configure_logging(
     """
     out = stream if stream is not None else sys.stderr
     fmt = resolve_format(requested_format, out)
+    # The same processors for every format (the journal renderer drops the timestamp), because
+    # loggers cache their processor chain on first use and a reload may change the format.
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    if fmt != "journal":
-        shared.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

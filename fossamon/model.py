@@ -32,6 +32,10 @@ def format_series(name: str, labels: Labels) -> str:
     return f"{name}{{{inner}}}"
 
 
+def _encodable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def iso_ts(ts: float) -> str:
     """ISO-8601 UTC with milliseconds and a `Z`, the one timestamp format of the JSONL files."""
     moment = datetime.fromtimestamp(ts, tz=UTC)
@@ -81,6 +85,13 @@ class Failure:
     target: str
     kind: ErrorKind
     message: str
+
+    def __post_init__(self) -> None:
+        # Messages quote what a monitored service sent, which may be anything: keep them one
+        # line of encodable text (a lone surrogate from a JSON body would break every writer).
+        clean = " ".join(_encodable(self.message).split())
+        if clean != self.message:
+            object.__setattr__(self, "message", clean)
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "kind": str(self.kind), "message": self.message}

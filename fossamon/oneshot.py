@@ -17,6 +17,7 @@ from fossamon.collectors.system import SystemCollector
 from fossamon.model import Batch, Severity, format_series, iso_ts
 from fossamon.rules.evaluator import Evaluator
 from fossamon.rules.windows import History
+from fossamon.storage.jsonl import finite_json
 from fossamon.units import format_value
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def result_json(result: OnceResult) -> dict[str, Any]:
 
 
 def render_json(result: OnceResult) -> str:
-    return json.dumps(result_json(result), indent=2, ensure_ascii=False)
+    return json.dumps(finite_json(result_json(result)), indent=2, allow_nan=False)
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:

@@ -6,11 +6,19 @@ an output folder that cannot be created, a rule on a metric no enabled collector
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fossamon.collectors.base import enabled_sections, produced_metrics
+from fossamon.collectors.base import (
+    all_metrics,
+    enabled_sections,
+    produced_metrics,
+    target_labels,
+)
+from fossamon.config import load_config
+from fossamon.errors import ConfigError, ConfigProblem
 from fossamon.units import format_bytes, format_duration, format_value
 
 if TYPE_CHECKING:
@@ -94,6 +102,41 @@ def _rule(rule: RuleConfig) -> str:
     return text
 
 
+def load_checked(path: str) -> Config:
+    """load_config, plus the checks that need the collector registry (rule metric names)."""
+    config = load_config(path)
+    problems = catalogue_problems(config, path)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def catalogue_problems(config: Config, file: str) -> list[ConfigProblem]:
+    """A rule on a metric that no collector fossamon has can produce is a typo: an error."""
+    known = all_metrics()
+    problems = []
+    for i, rule in enumerate(config.rules):
+        if rule.metric in known:
+            continue
+        close = difflib.get_close_matches(rule.metric, sorted(known), n=1)
+        hint = f' (did you mean "{close[0]}"?)' if close else " (see docs/metrics.md)"
+        problems.append(
+            ConfigProblem(
+                file, f"rules[{i}].metric", f"no collector produces {rule.metric!r}{hint}"
+            )
+        )
+    return problems
+
+
+def _label_values(config: Config) -> dict[str, set[str] | None]:
+    """Label names the collectors use, with the values this config gives them (None: any)."""
+    values: dict[str, set[str] | None] = {"endpoint": set(), "query": set(), "mount": set()}
+    values.update(dict(target_labels(config.collectors).values()))
+    values["direction"] = {"read", "write", "receive", "transmit"}
+    values["cpu"] = None
+    return values
+
+
 def warnings(config: Config) -> list[str]:
     found: list[str] = []
     db = config.collectors.db
@@ -104,20 +147,34 @@ def warnings(config: Config) -> list[str]:
         if problem:
             found.append(f"output.{key}.path: {problem}")
     produced = produced_metrics(config.collectors)
+    labels = _label_values(config)
     for i, rule in enumerate(config.rules):
         if rule.metric not in produced:
             found.append(
                 f"rules[{i}].metric: no enabled collector produces {rule.metric!r}, "
                 "so this rule can never fire"
             )
+        for name, value in rule.labels.items():
+            if name not in labels:
+                known = ", ".join(sorted(labels))
+                found.append(f"rules[{i}].labels.{name}: no metric has this label ({known})")
+            elif (values := labels[name]) is not None and value not in values:
+                shown = ", ".join(sorted(values)) or "none configured"
+                found.append(
+                    f"rules[{i}].labels.{name}: {value!r} matches nothing configured ({shown})"
+                )
     return found
 
 
 def _unwritable(path: Path) -> str | None:
-    """Why `path` could not be written by this user, or None."""
+    """Why `path` could not be created or appended to by this user, or None."""
+    if path.is_dir():
+        return f"{path} is a directory"
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a directory, so {path} cannot be created"
     target = path if path.exists() else folder
     if not os.access(target, os.W_OK):
         return f"{target} is not writable by this user"

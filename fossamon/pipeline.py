@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from fossamon.model import AlertEvent, Batch, EventKind, Severity, format_series
+from fossamon.model import AlertEvent, Batch, EventKind, SeriesKey, Severity, format_series
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,16 +52,37 @@ class Pipeline:
         if self.metrics_out is not None:
             self.metrics_out.write(batch.to_json(self.host))
         self.history.add_batch(batch)
-        metrics = {sample.name for sample in batch.samples}
-        events = self.evaluator.evaluate(batch.ts, self.history, metrics)
+        try:
+            events = self.evaluator.evaluate(batch.ts, self.history, {s.key for s in batch.samples})
+        except Exception:  # a bug in a rule must not cost the next batches their evaluation
+            log.exception("rule evaluation failed", collector=batch.collector)
+            events = []
+        self.emit(events)
+        for observer in self.observers:
+            try:
+                observer(batch, events)
+            except Exception:
+                log.exception("batch observer failed", observer=repr(observer))
+        return events
+
+    def emit(self, events: Sequence[AlertEvent]) -> None:
         for event in events:
             self.events += 1
             if self.alerts_out is not None:
                 self.alerts_out.write(event.to_json(self.host))
             log_event(event)
-        for observer in self.observers:
-            observer(batch, events)
-        return events
+
+    def forget(self, collector: str, now: float, keep: set[SeriesKey] | None = None) -> None:
+        """A reload removed or rebuilt `collector`: drop its series that are not in `keep`.
+
+        Their firing alerts are resolved ("no longer collected") instead of staying firing
+        forever on a target nobody probes any more.
+        """
+        gone = self.history.by_collector.get(collector, set()) - (keep or set())
+        if not gone:
+            return
+        self.history.forget(gone)
+        self.emit(self.evaluator.forget(gone, now))
 
 
 def log_event(event: AlertEvent) -> None:

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+# After the grace: how long cancelled runs get to unwind, and each close() to finish.
+CANCEL_WAIT = 0.5
+CLOSE_TIMEOUT = 1.0
+
 
 @dataclass(slots=True)
 class RunStats:
@@ -84,7 +88,7 @@ class CollectorScheduler:
         collector = self.collectors.pop(name, None)
         self.stats.pop(name, None)
         if collector is not None:
-            await collector.close()
+            await _close_all([collector])
 
     def start(self) -> None:
         self._scheduler.start()
@@ -104,8 +108,7 @@ class CollectorScheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down via call_soon
-        for collector in self.collectors.values():
-            await collector.close()
+        await _close_all(list(self.collectors.values()))
         return cancelled
 
     async def _run(self, collector: Collector) -> None:
@@ -177,5 +180,20 @@ async def _wait_or_cancel(tasks: set[asyncio.Task[Any]], grace: float) -> int:
     for task in still:
         task.cancel()
     if still:
-        await asyncio.wait(still, timeout=1.0)
+        await asyncio.wait(still, timeout=CANCEL_WAIT)
     return len(still)
+
+
+async def _close_all(collectors: list[Collector]) -> None:
+    """Close collectors concurrently, each within CLOSE_TIMEOUT: a close stuck behind a
+    wedged thread (a query in disk I/O, a hung mount) must not hold up the stop."""
+
+    async def close(collector: Collector) -> None:
+        try:
+            await asyncio.wait_for(collector.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("collector did not close in time; abandoned", collector=collector.name)
+        except Exception:
+            log.exception("collector failed to close", collector=collector.name)
+
+    await asyncio.gather(*(close(c) for c in collectors))

@@ -53,6 +53,11 @@ class Notifier(sdnotify.SystemdNotifier):  # type: ignore[misc]  # untyped libra
             return False
         return True
 
+    def close(self) -> None:
+        if self.socket is not None:
+            sock, self.socket = self.socket, None
+            sock.close()
+
     def ready(self, status: str | None = None) -> bool:
         return self.notify(_with_status("READY=1", status))
 

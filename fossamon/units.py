@@ -25,6 +25,9 @@ _SIZE_UNITS = {
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
 
 DURATION_HINT = 'a duration such as "250ms", "15s", "5m", "1h" or "1d"'
+# Longer than any interval or window makes sense for, and far inside what datetime can add.
+MAX_DURATION = 366 * 86400.0
+MAX_SIZE = 1000**5
 SIZE_HINT = 'a size such as "64KB", "50MB" or "1MiB"'
 
 
@@ -37,7 +40,10 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"must not be negative, got {text!r}")
     if not _DURATION_WHOLE.fullmatch(compact):
         raise ValueError(f"expected {DURATION_HINT}, got {text!r}")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(compact))
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(compact))
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most 366d, got {text!r}")
+    return seconds
 
 
 def parse_size(text: str) -> int:
@@ -48,7 +54,10 @@ def parse_size(text: str) -> int:
     match = _SIZE.fullmatch(compact)
     if not match or match.group(2) not in _SIZE_UNITS:
         raise ValueError(f"expected {SIZE_HINT}, got {text!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    if size > MAX_SIZE:
+        raise ValueError(f"must be at most 1PB, got {text!r}")
+    return size
 
 
 def _trim(number: float, decimals: int) -> str:
@@ -69,8 +78,8 @@ _DURATION_FORMS = (
 
 def format_duration(seconds: float) -> str:
     """Short human form for tables: 850µs, 12.3ms, 1.25s, 5m, 2h, 1.5d."""
-    if math.isnan(seconds):
-        return "nan"
+    if not math.isfinite(seconds):
+        return str(seconds)
     if seconds == 0:
         return "0s"
     magnitude = abs(seconds)
@@ -83,6 +92,8 @@ def format_duration(seconds: float) -> str:
 def format_bytes(count: float) -> str:
     """Binary units, as `free -h` and `ls -lh` print them."""
     value = float(count)
+    if not math.isfinite(value):
+        return str(value)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(value) < 1024 or unit == "TiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
@@ -98,6 +109,8 @@ def format_value(metric: str, value: float) -> str:
         return format_bytes(value)
     if metric.endswith("_percent"):
         return f"{value:.1f} %"
+    if not math.isfinite(value):
+        return str(value)
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return f"{value:.4g}"

@@ -62,3 +62,29 @@ def produced_metrics(config: CollectorsConfig) -> set[str]:
     for name in enabled_sections(config):
         names.update(collector_class(name).METRICS)
     return names
+
+
+def all_metrics() -> set[str]:
+    """Every metric name any registered collector can produce."""
+    names: set[str] = set()
+    for name in COLLECTORS:
+        names.update(collector_class(name).METRICS)
+    return names
+
+
+def target_labels(config: CollectorsConfig) -> dict[str, tuple[str, set[str]]]:
+    """Per enabled collector: the label that names its targets, and the configured names.
+
+    A series whose target label names something no longer configured (an endpoint removed by
+    a reload, say) is no longer collected; series without the label (CPU %) belong to the
+    collector as a whole.
+    """
+    targets: dict[str, tuple[str, set[str]]] = {}
+    sections = enabled_sections(config)
+    if "system" in sections:
+        targets["system"] = ("mount", set(config.system.disks))
+    if "api" in sections and config.api is not None:
+        targets["api"] = ("endpoint", {e.name for e in config.api.endpoints})
+    if "db" in sections and config.db is not None:
+        targets["db"] = ("query", {q.name for q in config.db.queries})
+    return targets

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -120,7 +121,18 @@ class DbCollector:
         return Batch(self.name, ts, duration, tuple(samples), tuple(errors))
 
     async def close(self) -> None:
-        await self._drop()
+        conn = self._conn
+        if conn is None:
+            await self._drop()
+            return
+        # A run cancelled at shutdown leaves its statement running in aiosqlite's thread, and
+        # close() queues behind it: interrupt until the close has gone through.
+        stopper = asyncio.create_task(_interrupt_after(conn, 0.0, asyncio.Event()))
+        try:
+            await self._drop()
+        finally:
+            stopper.cancel()
+            await asyncio.wait([stopper])
 
     async def _collect(self, samples: list[Sample], errors: list[Failure]) -> None:
         conn = await self._connection(samples, errors)
@@ -254,7 +266,10 @@ async def _interrupt_after(
     expired.set()
     while True:
         # aiosqlite calls sqlite3_interrupt() directly from this thread; SQLite allows that.
-        await conn.interrupt()
+        try:
+            await conn.interrupt()
+        except (sqlite3.ProgrammingError, ValueError):
+            return  # the connection has closed meanwhile: nothing left to interrupt
         await asyncio.sleep(_REINTERRUPT_SECONDS)
 
 
@@ -264,6 +279,8 @@ def _recorded_value(first_row: Any) -> float | str:
         return "record_value is set, but the query returned no rows"
     value = first_row[0]
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            return f"record_value is set, but the value {value!r} is not a finite number"
         return float(value)
     return f"record_value is set, but the first column of the first row is {value!r}, not a number"
 

@@ -8,6 +8,7 @@ to the database. Each collector run is printed as one line; alerts stand out.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -16,10 +17,12 @@ from typing import TYPE_CHECKING, TextIO
 
 from fossamon.config import load_config
 from fossamon.daemon import Daemon
-from fossamon.demo.seed import ensure_demo_database
+from fossamon.demo.seed import NotADemoDatabaseError, ensure_demo_database
 from fossamon.demo.target import DemoTarget
+from fossamon.errors import ConfigError
 from fossamon.log import configure_logging
 from fossamon.model import EventKind, Severity
+from fossamon.runner import run_bounded
 from fossamon.units import format_value
 
 if TYPE_CHECKING:
@@ -33,10 +36,10 @@ DEMO_CONFIG = """\
 log_level = "info"
 
 [output.metrics]
-path = "{out}/performance-metrics.jsonl"
+path = {metrics}
 
 [output.alerts]
-path = "{out}/performance-alerts.jsonl"
+path = {alerts}
 
 [collectors.system]
 interval = "2s"
@@ -44,7 +47,7 @@ interval = "2s"
 [collectors.api]
 interval = "3s"
 timeout = "2s"
-base_url = "{url}"
+base_url = {url}
 
 [[collectors.api.endpoints]]
 name = "health"
@@ -68,7 +71,7 @@ path = "/api/dispensers?limit=50"
 
 [collectors.db]
 interval = "5s"
-path = "{db}"
+path = {db}
 timeout = "2s"
 
 [[collectors.db.queries]]
@@ -148,7 +151,18 @@ SYSTEM_SHOWN = (
 
 
 def render_demo_config(url: str, db: Path, out: Path) -> str:
-    return DEMO_CONFIG.format(url=url, db=db, out=out)
+    return DEMO_CONFIG.format(
+        url=_toml_string(url),
+        db=_toml_string(str(db)),
+        metrics=_toml_string(str(out / "performance-metrics.jsonl")),
+        alerts=_toml_string(str(out / "performance-alerts.jsonl")),
+    )
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string for any path: JSON's escapes are TOML's, and `$$` keeps a `$`
+    from being read as an environment reference."""
+    return json.dumps(value).replace("$", "$$")
 
 
 class ScreenPrinter:
@@ -196,16 +210,19 @@ class ScreenPrinter:
 
 
 def run_demo(directory: str | None, port: int = 0, duration: float | None = None) -> int:
-    base = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="fossamon-demo-"))
-    base.mkdir(parents=True, exist_ok=True)
-    db = base / "fossawork_v2.db"
-    if not db.exists():
-        print(f"seeding the stand-in database {db} (100,000 work orders) …", flush=True)
-    ensure_demo_database(db)
     try:
-        return asyncio.run(_serve(base, db, port, duration))
+        base = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="fossamon-demo-"))
+        base.mkdir(parents=True, exist_ok=True)
+        db = base / "fossawork_v2.db"
+        if not db.exists():
+            print(f"seeding the stand-in database {db} (100,000 work orders) …", flush=True)
+        ensure_demo_database(db)
+        return run_bounded(_serve(base, db, port, duration))
     except KeyboardInterrupt:
         return 0
+    except (OSError, NotADemoDatabaseError, ConfigError) as exc:
+        print(f"fossamon demo: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _serve(base: Path, db: Path, port: int, duration: float | None) -> int:

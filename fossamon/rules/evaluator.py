@@ -9,13 +9,14 @@ the threshold does not produce a storm of firing/resolved pairs.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from fossamon.model import (
     AlertEvent,
     EventKind,
     Labels,
+    SeriesKey,
     Severity,
     fingerprint,
     format_series,
@@ -130,13 +131,22 @@ class Evaluator:
         return needed
 
     def evaluate(
-        self, now: float, history: History, metrics: set[str] | None = None
+        self, now: float, history: History, series: set[SeriesKey] | None = None
     ) -> list[AlertEvent]:
+        """Events for the series in `series` (those a batch just updated), or for all.
+
+        Only series with new data are evaluated: a series that stopped reporting keeps its
+        state rather than being judged again and again on its last value.
+        """
         events: list[AlertEvent] = []
+        metrics = None if series is None else {name for name, _ in series}
         for rule in self.rules:
-            if metrics is not None and rule.config.metric not in metrics:
+            metric = rule.config.metric
+            if metrics is not None and metric not in metrics:
                 continue
-            for labels, window in history.select(rule.config.metric, rule.config.labels):
+            for labels, window in history.select(metric, rule.config.labels):
+                if series is not None and (metric, labels) not in series:
+                    continue
                 value = rule.value_at(window, now)
                 if value is None:
                     continue  # no data: not ok, not firing; the alerting issue adds no_data
@@ -144,6 +154,18 @@ class Evaluator:
                 event = self._step(rule, labels, state, value, now)
                 if event is not None:
                     events.append(event)
+        return events
+
+    def forget(self, series: set[SeriesKey], now: float) -> list[AlertEvent]:
+        """Series that are no longer collected: drop their state, resolving what was firing."""
+        events: list[AlertEvent] = []
+        for rule in self.rules:
+            for labels in [lb for (name, lb) in series if name == rule.config.metric]:
+                state = self.states.pop((rule.name, labels), None)
+                if state is not None and state.severity > Severity.OK:
+                    events.append(
+                        self._event(EventKind.RESOLVED, rule, labels, state, now, gone=True)
+                    )
         return events
 
     def firing(self) -> list[tuple[str, Labels, SeriesState]]:
@@ -168,24 +190,36 @@ class Evaluator:
                 state.pending_since = now
             if self.honor_for and now - state.pending_since < rule.config.for_:
                 return None
-            state.severity, state.since, state.pending_since = target, state.pending_since, None
-            return self._event(EventKind.FIRING, rule, labels, state, now)
+            fired = replace(state, severity=target, since=state.pending_since, pending_since=None)
+            event = self._event(EventKind.FIRING, rule, labels, fired, now)
+            state.severity, state.since, state.pending_since = target, fired.since, None
+            return event
         if target == Severity.OK:
             event = self._event(EventKind.RESOLVED, rule, labels, state, now)
             state.severity, state.since, state.pending_since = Severity.OK, now, None
             return event
         kind = EventKind.ESCALATED if target > current else EventKind.DEESCALATED
+        event = self._event(kind, rule, labels, replace(state, severity=target), now)
         state.severity = target
-        return self._event(kind, rule, labels, state, now)
+        return event
 
     def _event(
-        self, kind: EventKind, rule: Rule, labels: Labels, state: SeriesState, now: float
+        self,
+        kind: EventKind,
+        rule: Rule,
+        labels: Labels,
+        state: SeriesState,
+        now: float,
+        *,
+        gone: bool = False,
     ) -> AlertEvent:
         config = rule.config
         value = state.value if state.value is not None else float("nan")
         threshold = _shown(config.metric, config.aggregate, state.threshold)
         direction = "above" if rule.above else "below"
-        if kind == EventKind.RESOLVED:
+        if gone:
+            condition = "no longer collected"
+        elif kind == EventKind.RESOLVED:
             condition = f"back {'below' if rule.above else 'above'} {threshold}"
         else:
             condition = f"{direction} {state.severity.label} level {threshold}"

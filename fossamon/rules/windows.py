@@ -64,17 +64,29 @@ class History:
         self.default = default
         self.series: dict[SeriesKey, SeriesWindow] = {}
         self._by_metric: dict[str, dict[Labels, SeriesWindow]] = {}
+        self.by_collector: dict[str, set[SeriesKey]] = {}
 
     def add_batch(self, batch: Batch) -> None:
+        owned = self.by_collector.setdefault(batch.collector, set())
         for sample in batch.samples:
-            if math.isnan(sample.value):
-                continue
+            if not math.isfinite(sample.value):
+                continue  # NaN/inf would poison every aggregate; the JSONL line keeps it (null)
             window = self.series.get(sample.key)
             if window is None:
                 window = SeriesWindow(self.retention.get(sample.name, self.default))
                 self.series[sample.key] = window
                 self._by_metric.setdefault(sample.name, {})[sample.labels] = window
+                owned.add(sample.key)
             window.add(batch.ts, sample.value)
+
+    def forget(self, keys: set[SeriesKey]) -> None:
+        """Drop series that are no longer collected (a reload removed their target)."""
+        for key in keys:
+            name, labels = key
+            self.series.pop(key, None)
+            self._by_metric.get(name, {}).pop(labels, None)
+        for owned in self.by_collector.values():
+            owned.difference_update(keys)
 
     def set_retention(self, retention: Mapping[str, float]) -> None:
         """Apply new rule windows (a reload) without dropping what is already stored."""

@@ -28,18 +28,27 @@ def dumps_line(record: dict[str, Any]) -> bytes:
     try:
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
-        text = json.dumps(_finite(record), ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8") + b"\n"
+        text = json.dumps(finite_json(record), ensure_ascii=False, separators=(",", ":"))
+    # A lone surrogate (legal in JSON text a service sent us) cannot be UTF-8; written as the
+    # escape \udXXX it stays valid JSON and the line is kept.
+    return text.encode("utf-8", "backslashreplace") + b"\n"
 
 
-def _finite(node: Any) -> Any:
+def finite_json(node: Any) -> Any:
+    """The same structure with NaN/Infinity (not JSON) replaced by None."""
     if isinstance(node, float) and not math.isfinite(node):
         return None
     if isinstance(node, dict):
-        return {k: _finite(v) for k, v in node.items()}
+        return {k: finite_json(v) for k, v in node.items()}
     if isinstance(node, list | tuple):
-        return [_finite(v) for v in node]
+        return [finite_json(v) for v in node]
     return node
+
+
+def _open_append(path: Path) -> int:
+    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    return os.open(path, flags, FILE_MODE)
 
 
 class JsonlWriter:
@@ -54,9 +63,18 @@ class JsonlWriter:
         self._failing = False
 
     def open(self) -> None:
-        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        self.fd = os.open(self.path, flags, FILE_MODE)
+        """Open (or reopen) the file at `self.path`; raises OSError naming the path."""
+        fd = _open_append(self.path)
+        self.close()
+        self.fd = fd
+        self._terminate_partial_line()
+
+    def retarget(self, path: str | os.PathLike[str]) -> None:
+        """Continue in another file. The new one is opened first: if that fails (OSError),
+        this writer still writes where it did."""
+        fd = _open_append(Path(path))
+        self.close()
+        self.path, self.fd = Path(path), fd
         self._terminate_partial_line()
 
     def _terminate_partial_line(self) -> None:
@@ -73,7 +91,14 @@ class JsonlWriter:
         log.warning("terminated a partial last line", path=str(self.path), size=size)
 
     def write(self, record: dict[str, Any]) -> bool:
-        return self.write_lines([dumps_line(record)])
+        try:
+            line = dumps_line(record)
+        except (TypeError, ValueError) as exc:
+            # A value json cannot represent is a bug upstream; lose this line, not the daemon.
+            self.lines_dropped += 1
+            log.error("cannot serialise a record", path=str(self.path), error=str(exc))
+            return False
+        return self.write_lines([line])
 
     def write_lines(self, lines: list[bytes]) -> bool:
         """Append whole lines in one write; True when they all reached the file."""

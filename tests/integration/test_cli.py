@@ -114,7 +114,7 @@ class TestOnce:
         rc, out, err = await fossamon("once", "-c", str(config))
         assert rc == 78
         assert out == ""
-        assert "rules: input should be a valid list" in err
+        assert "c.toml: rules: expected a list ([ … ]), got {}" in err
 
 
 class TestCheck:
@@ -134,15 +134,46 @@ class TestCheck:
         assert "rules (7):" in out
 
     async def test_warnings_for_what_is_probably_not_meant(self, tmp_path):
+        blocker = tmp_path / "blocker"
+        blocker.write_text("")
         config = tmp_path / "c.toml"
         config.write_text(
+            f'[output.metrics]\npath = "{blocker}/m.jsonl"\n'
             f'[collectors.db]\npath = "{tmp_path}/none.db"\n'
-            '[[rules]]\nname = "typo"\nmetric = "api_respnse_seconds"\nwarning = 1\n'
+            '[[collectors.db.queries]]\nname = "count"\nsql = "SELECT 1"\n'
+            '[[rules]]\nname = "down"\nmetric = "api_up"\ndirection = "below"\ncritical = 1\n'
+            '[[rules]]\nname = "slow"\nmetric = "db_query_seconds"\nwarning = "1s"\n'
+            'labels = { query = "cuont", endpiont = "x" }\n'
         )
         rc, out, _ = await fossamon("check", "-c", str(config))
         assert rc == 0
-        assert f"collectors.db.path: {tmp_path}/none.db does not exist" in out
-        assert "rules[0].metric: no enabled collector produces 'api_respnse_seconds'" in out
+        warnings = out[out.index("warnings (") :].splitlines()[1:]
+        assert warnings == [
+            f"  collectors.db.path: {tmp_path}/none.db does not exist (db_up will be 0)",
+            (
+                f"  output.metrics.path: {blocker} is not a directory, so {blocker}/m.jsonl "
+                "cannot be created"
+            ),
+            (
+                "  rules[0].metric: no enabled collector produces 'api_up', "
+                "so this rule can never fire"
+            ),
+            "  rules[1].labels.query: 'cuont' matches nothing configured (count)",
+            (
+                "  rules[1].labels.endpiont: no metric has this label "
+                "(cpu, direction, endpoint, mount, query)"
+            ),
+        ]
+
+    async def test_rule_on_an_unknown_metric_is_an_error_with_a_suggestion(self, tmp_path):
+        config = tmp_path / "c.toml"
+        config.write_text('[[rules]]\nname = "typo"\nmetric = "api_respnse_seconds"\nwarning = 1\n')
+        rc, _, err = await fossamon("check", "-c", str(config))
+        assert rc == 78
+        assert (
+            "rules[0].metric: no collector produces 'api_respnse_seconds' "
+            '(did you mean "api_response_seconds"?)'
+        ) in err
 
     async def test_misspelt_key_exits_78_naming_file_and_key(self, tmp_path):
         config = tmp_path / "c.toml"

@@ -28,7 +28,7 @@ class Harness:
         now = self.clock.advance(step)
         batch = Batch("x", now, 0.0, (Sample(metric, value, make_labels(labels)),))
         self.history.add_batch(batch)
-        return self.evaluator.evaluate(now, self.history, {metric})
+        return self.evaluator.evaluate(now, self.history, {s.key for s in batch.samples})
 
     def kinds(self, values, **kw) -> list[tuple[str, str]]:
         out = []
