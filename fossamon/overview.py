@@ -50,7 +50,7 @@ def describe(config: Config, path: str) -> list[str]:
 
 def _every(interval: float, jitter: float) -> str:
     text = f"every {format_duration(interval)}"
-    return f"{text} ±{format_duration(jitter)}" if jitter else text
+    return f"{text} (+ up to {format_duration(jitter)} jitter)" if jitter else text
 
 
 def _system(system: SystemCollectorConfig) -> str:

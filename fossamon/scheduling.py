@@ -1,9 +1,10 @@
 """The only module that touches APScheduler: one interval job per collector.
 
 Jobs run on the daemon's event loop (AsyncIOScheduler), first at start, then every
-`interval` (± `jitter`). `max_instances=1` + `coalesce=True`: a run that would overlap the
-previous one is skipped and counted (Telegraf's "previous collection has not completed"),
-never stacked up; a run longer than its interval logs a warning. `misfire_grace_time=None`,
+`interval` (plus a random delay of up to `jitter`). `max_instances=1` + `coalesce=True`: a
+run that would overlap the previous one is skipped and counted (Telegraf's "previous
+collection has not completed"), never stacked up; a run longer than its interval logs a
+warning. `misfire_grace_time=None`,
 because a run that is late (the loop was busy) is still wanted, just once.
 """
 

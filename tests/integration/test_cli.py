@@ -198,6 +198,25 @@ class TestCheck:
         assert proc.returncode == 0
         assert out.decode().startswith(f"{config}: valid")
 
+    async def test_a_closed_pipe_is_not_a_traceback(self):
+        # `fossamon check | head -1`: the reader leaves after the first line
+        read_end, write_end = os.pipe()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fossamon",
+            "check",
+            "-c",
+            str(REPO / "config.toml"),
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        os.close(write_end)
+        os.close(read_end)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode in {0, 141}
+        assert b"Traceback" not in err
+
     async def test_version(self):
         rc, out, _ = await fossamon("--version")
         assert rc == 0
@@ -205,6 +224,22 @@ class TestCheck:
 
 
 class TestDemo:
+    async def test_ordinary_mistakes_are_one_line_not_a_traceback(self, tmp_path):
+        not_a_dir = tmp_path / "file"
+        not_a_dir.write_text("")
+        rc, _, err = await fossamon("demo", "--dir", str(not_a_dir))
+        assert rc == 1
+        assert err.startswith("fossamon demo: ")
+        assert "Traceback" not in err
+
+    async def test_a_database_that_is_not_the_demo_one_is_never_overwritten(self, tmp_path):
+        foreign = tmp_path / "fossawork_v2.db"
+        foreign.write_bytes(b"precious data")
+        rc, _, err = await fossamon("demo", "--dir", str(tmp_path))
+        assert rc == 1
+        assert "Traceback" not in err
+        assert foreign.read_bytes() == b"precious data"
+
     @pytest.mark.slow
     async def test_demo_shows_every_collector_within_15_seconds(self, tmp_path):
         proc = await asyncio.create_subprocess_exec(

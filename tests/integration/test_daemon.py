@@ -341,3 +341,146 @@ class TestBadConfig:
         assert daemon.proc.returncode == 73
         assert daemon.proc.stderr is not None
         assert b"cannot start" in await daemon.proc.stderr.read()
+
+
+def make_big_db(path: Path) -> Path:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.executemany("INSERT INTO t VALUES (?)", ((i,) for i in range(3000)))
+    conn.close()
+    return path
+
+
+class TestStopIsBounded:
+    async def test_sigterm_while_a_db_query_outlives_the_grace(self, tmp_path):
+        db = make_big_db(tmp_path / "big.db")
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[daemon]\nlog_format = "plain"\nshutdown_grace = "1s"\n'
+            f'[output.metrics]\npath = "{tmp_path}/out/metrics.jsonl"\n'
+            f'[output.alerts]\npath = "{tmp_path}/out/alerts.jsonl"\n'
+            "[collectors.system]\nenabled = false\n"
+            f'[collectors.db]\npath = "{db}"\ntimeout = "60s"\n'
+            '[[collectors.db.queries]]\nname = "forever"\n'
+            'sql = "SELECT count(*) FROM t a, t b, t c"\n'
+        )
+        daemon = await start_daemon(config, tmp_path)
+        await asyncio.sleep(1.5)  # the query is now deep into 27 billion rows
+        rc, took = await daemon.stop()
+        assert rc == 0, daemon.stderr.decode()[-2000:]
+        assert took < 4.0
+        assert b"cancelled_runs=1" in daemon.stderr
+
+
+class TestSignalsAtOddMoments:
+    async def test_sighup_during_shutdown_is_ignored(self, tmp_path, target, small_demo_db, notify):
+        target.faults.set("/api/work-orders", hang=True)
+        config = daemon_config(tmp_path, target.url, small_demo_db, api_timeout="30s", grace="1s")
+        daemon = await start_daemon(config, tmp_path, {"NOTIFY_SOCKET": str(notify.path)})
+        await daemon.wait_for(lambda: "db" in collectors_seen(daemon.lines()), what="a db run")
+        daemon.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        rc, _ = await daemon.stop(signal.SIGHUP)
+        assert rc == 0
+        assert b"reload ignored: stopping" in daemon.stderr
+        assert b"reloaded" not in daemon.stderr
+        messages = notify.drain()
+        stopping = next(i for i, m in enumerate(messages) if m.startswith("STOPPING=1"))
+        assert not any(m.startswith("READY=1") for m in messages[stopping:])
+
+    async def test_reload_before_the_first_cycle_does_not_claim_ready(
+        self, tmp_path, target, small_demo_db, notify
+    ):
+        target.faults.set("/api/work-orders", hang=True)
+        config = daemon_config(tmp_path, target.url, small_demo_db, api_timeout="30s", grace="1s")
+        daemon = await start_daemon(config, tmp_path, {"NOTIFY_SOCKET": str(notify.path)})
+        await daemon.wait_for(lambda: "db" in collectors_seen(daemon.lines()), what="a db run")
+        daemon.proc.send_signal(signal.SIGHUP)
+        await daemon.wait_for(
+            lambda: any(m.startswith("RELOADING=1") for m in notify.drain()), what="RELOADING=1"
+        )
+        await asyncio.sleep(0.5)
+        await daemon.stop()
+        messages = notify.drain()
+        assert not any(m.startswith("READY=1") for m in messages)
+        status = [m for m in messages if m.startswith("STATUS=")]
+        assert any("(starting: api)" in m for m in status)
+
+
+class TestReloadEdgeCases:
+    async def test_an_unusable_output_path_rejects_the_whole_reload(
+        self, tmp_path, target, small_demo_db, notify
+    ):
+        config = daemon_config(tmp_path, target.url, small_demo_db)
+        daemon = await start_daemon(config, tmp_path, {"NOTIFY_SOCKET": str(notify.path)})
+        await daemon.wait_for(lambda: len(collectors_seen(daemon.lines())) == 3, what="all runs")
+        blocker = tmp_path / "blocker"
+        blocker.write_text("")
+        edited = config.read_text().replace(
+            f'path = "{tmp_path}/out/metrics.jsonl"', f'path = "{blocker}/metrics.jsonl"'
+        )
+        config.write_text(edited.replace('interval = "500ms"\npath', 'interval = "5s"\npath'))
+        daemon.proc.send_signal(signal.SIGHUP)
+        await daemon.wait_for(
+            lambda: any("reload failed" in m for m in notify.drain()), what="reload failed"
+        )
+
+        def db_runs() -> int:
+            return sum(line["collector"] == "db" for line in daemon.lines())
+
+        # lines keep coming to the old file, and the db interval edit made in the same file
+        # was not half-applied: still a run every 500 ms, not every 5 s
+        before = db_runs()
+        await daemon.wait_for(lambda: db_runs() >= before + 3, timeout=4, what="db runs go on")
+        await daemon.stop()
+        messages = notify.messages
+        reloading = next(i for i, m in enumerate(messages) if m.startswith("RELOADING=1"))
+        assert messages[reloading + 1].startswith("READY=1\nSTATUS=")
+        assert "reload failed" in messages[reloading + 1]
+        assert b"reload rejected: cannot open an output file" in daemon.stderr
+
+    async def test_removing_an_endpoint_resolves_its_alert(
+        self, tmp_path, target, small_demo_db, notify
+    ):
+        more = '[[collectors.api.endpoints]]\nname = "gone"\npath = "/api/nope"\n'
+        config = daemon_config(tmp_path, target.url, small_demo_db)
+        text = config.read_text().replace("[collectors.db]", more + "[collectors.db]")
+        config.write_text(text)
+        daemon = await start_daemon(config, tmp_path, {"NOTIFY_SOCKET": str(notify.path)})
+        await daemon.wait_for(
+            lambda: [
+                a for a in daemon.lines(daemon.alerts) if a["labels"].get("endpoint") == "gone"
+            ],
+            what="api_down for the 404 endpoint",
+        )
+        config.write_text(text.replace(more, ""))
+        daemon.proc.send_signal(signal.SIGHUP)
+        resolved = await daemon.wait_for(
+            lambda: [a for a in daemon.lines(daemon.alerts) if a["event"] == "resolved"],
+            what="resolved",
+        )
+        await daemon.wait_for(
+            lambda: any("no alerts" in m for m in notify.drain()[-2:]), what="STATUS no alerts"
+        )
+        await daemon.stop()
+        assert resolved[0]["labels"] == {"endpoint": "gone"}
+        assert resolved[0]["summary"].endswith("(no longer collected)")
+
+    async def test_a_sighup_during_a_reload_runs_another(self, tmp_path, target, small_demo_db):
+        target.faults.set("/api/work-orders", latency=1.5)
+        config = daemon_config(tmp_path, target.url, small_demo_db, api_timeout="5s", grace="5s")
+        daemon = await start_daemon(config, tmp_path)
+        await daemon.wait_for(lambda: "db" in collectors_seen(daemon.lines()), what="a db run")
+        # change the api collector: the reload waits for its slow run in flight
+        config.write_text(config.read_text().replace('timeout = "5s"', 'timeout = "4s"'))
+        daemon.proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.3)
+        config.write_text(config.read_text().replace('timeout = "4s"', 'timeout = "3s"'))
+        daemon.proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(4)
+        await daemon.stop()
+        log = daemon.stderr.decode()
+        assert "reload requested during a reload" in log
+        assert "generation=3" in log

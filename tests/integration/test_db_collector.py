@@ -167,6 +167,7 @@ class TestHealthy:
         [
             ("SELECT status FROM work_orders LIMIT 1", "'done', not a number"),
             ("SELECT 1 WHERE 0", "no rows"),
+            ("SELECT 9e999", "the value inf is not a finite number"),
         ],
     )
     async def test_record_value_needs_a_number(self, db, make_collector, sql, fragment):

@@ -322,3 +322,93 @@ class TestFiles:
 
     def test_config_type(self):
         assert isinstance(parse_config("", env={}), Config)
+
+
+class TestBadValuesFoundInReview:
+    @pytest.mark.parametrize("level", ["nan", "inf", "-inf"])
+    def test_non_finite_levels(self, level):
+        (found,) = problems(f'[[rules]]\nname = "r"\nmetric = "m"\nwarning = {level}\n')
+        assert found == f"test.toml: rules[0].warning: must be a finite number, got {level}"
+
+    def test_absurd_duration(self):
+        (found,) = problems('[collectors.system]\ninterval = "99999999999999999999999d"')
+        assert found.startswith("test.toml: collectors.system.interval: must be at most 366d")
+
+    def test_no_collector_enabled(self):
+        assert problems("[collectors.system]\nenabled = false") == [
+            "test.toml: collectors: no collector is enabled"
+        ]
+
+    def test_empty_paths_and_sql(self):
+        found = problems(
+            '[output.metrics]\npath = ""\n[collectors.db]\npath = " "\n'
+            '[[collectors.db.queries]]\nname = "q"\nsql = "  "\n'
+        )
+        assert found == [
+            "test.toml: output.metrics.path: must not be empty",
+            "test.toml: collectors.db.path: must not be empty",
+            "test.toml: collectors.db.queries[0].sql: must not be empty",
+        ]
+
+    def test_outputs_must_not_be_the_monitored_database(self, tmp_path):
+        db = tmp_path / "app.db"
+        found = problems(
+            f'[output.metrics]\npath = "{db}"\n[output.alerts]\npath = "{db}-wal"\n'
+            f'[collectors.db]\npath = "{db}"\n'
+        )
+        reason = "is the monitored database (or one of its files); fossamon never writes there"
+        assert found == [
+            f"test.toml: output.metrics.path: {db} {reason}",
+            f"test.toml: output.alerts.path: {db}-wal {reason}",
+        ]
+
+    def test_metrics_and_alerts_must_differ(self):
+        (found,) = problems(
+            '[output.metrics]\npath = "/x/a.jsonl"\n[output.alerts]\npath = "/x/a.jsonl"'
+        )
+        assert (
+            found
+            == "test.toml: output.alerts.path: is the same file as output.metrics.path (/x/a.jsonl)"
+        )
+
+    @pytest.mark.parametrize(
+        ("header", "message"),
+        [
+            (
+                '{ "X-A" = "v\\r\\nX-Injected: 1" }',
+                "the value of header 'X-A' contains a line break",
+            ),
+            ('{ "Bad Name" = "v" }', "'Bad Name' is not a valid HTTP header name"),
+        ],
+    )
+    def test_header_injection_is_refused(self, header, message):
+        (found,) = problems(API + f"headers = {header}\n")
+        assert found.startswith("test.toml: collectors.api.endpoints[0].headers: ")
+        assert message in found
+
+    @pytest.mark.parametrize(
+        "url",
+        ["http://127.0.0.1:99999/x", "http://[::1/x", "ftp://host/x", "http:///x", "http://a b/"],
+    )
+    def test_bad_urls_are_refused(self, url):
+        text = f'[collectors.api]\n[[collectors.api.endpoints]]\nname = "a"\nurl = "{url}"\n'
+        (found,) = problems(text)
+        assert found.startswith("test.toml: collectors.api.endpoints[0].url: ")
+
+    def test_deeply_nested_toml_is_an_error_not_a_crash(self):
+        assert problems("a = " + "[" * 5000 + "]" * 5000) == [
+            "test.toml: nested too deeply to be a config"
+        ]
+
+    def test_byte_order_mark_is_ignored(self):
+        assert (
+            parse_config('\ufeff[daemon]\nlog_level = "debug"\n', env={}).daemon.log_level
+            == "debug"
+        )
+
+    def test_container_type_messages_name_toml_not_python(self):
+        found = problems('[collectors]\napi = 3\n[collectors.system]\ndisks = "/"\n')
+        assert found == [
+            "test.toml: collectors.system.disks: expected a list ([ … ]), got '/'",
+            "test.toml: collectors.api: expected a table ([section] or { key = value }), got 3",
+        ]

@@ -187,3 +187,33 @@ class TestReload:
             ]
         )
         assert evaluator.retention() == {"m": 300, "other": 0}
+
+
+class TestSeriesSelection:
+    def test_only_series_in_the_batch_are_evaluated(self):
+        h = Harness(rule(warning=60, for_=30))
+        h.feed(70, endpoint="a")  # pending since now
+        # "a" stops reporting; batches for "b" must not keep judging "a" on its old value
+        for _ in range(5):
+            h.feed(10, endpoint="b")
+        assert h.evaluator.firing() == []
+
+    def test_forget_resolves_what_was_firing(self):
+        h = Harness(rule(critical=1, direction="below"))
+        h.feed(0, endpoint="gone")
+        h.feed(1, endpoint="kept")
+        gone = {("m", make_labels(endpoint="gone"))}
+        (event,) = h.evaluator.forget(gone, h.clock.now)
+        assert (event.kind, dict(event.labels)) == (EventKind.RESOLVED, {"endpoint": "gone"})
+        assert event.summary.endswith("(no longer collected)")
+        assert h.evaluator.firing() == []
+        assert ("r", make_labels(endpoint="kept")) in h.evaluator.states
+
+
+class TestNonFinite:
+    def test_non_finite_values_are_not_judged(self):
+        # kept out of the windows (they would poison every aggregate); the JSONL has null
+        h = Harness(rule(warning=1))
+        assert h.feed(float("inf")) == []
+        assert h.feed(float("nan")) == []
+        assert h.evaluator.states == {}

@@ -92,3 +92,20 @@ class TestNeverTorn:
         assert writer.write({"x": 1}) is False
         assert writer.lines_dropped == 1
         writer.close()
+
+
+class TestHostileText:
+    def test_a_lone_surrogate_from_a_service_keeps_the_line(self):
+        # json.loads accepts "\ud800" (legal JSON); it reaches us in failure messages
+        message = json.loads('"bad \\ud800 value"')
+        failure = Failure("health", ErrorKind.BODY_MISMATCH, f"status was {message}\nnext line")
+        assert failure.message == "status was bad \\ud800 value next line"
+        line = dumps_line({"m": message})
+        assert json.loads(line) == {"m": message}
+
+    def test_an_unserialisable_record_is_dropped_and_counted(self, tmp_path):
+        writer = JsonlWriter(tmp_path / "m.jsonl")
+        assert writer.write({"x": object()}) is False
+        assert writer.lines_dropped == 1
+        assert writer.write({"x": 1}) is True
+        writer.close()

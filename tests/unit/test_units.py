@@ -67,3 +67,9 @@ class TestFormat:
         assert format_value("system_cpu_percent", 12.345) == "12.3 %"
         assert format_value("api_up", 1.0) == "1"
         assert format_value("system_load1", 0.123456) == "0.1235"
+
+
+def test_non_finite_values_format_without_raising():
+    assert format_value("db_query_value", float("inf")) == "inf"
+    assert format_value("api_response_seconds", float("-inf")) == "-inf"
+    assert format_value("system_disk_free_bytes", float("nan")) == "nan"
