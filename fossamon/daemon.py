@@ -26,6 +26,7 @@ from fossamon.collectors.base import (
 from fossamon.errors import EX_CANTCREAT, EX_OK, ConfigError
 from fossamon.log import configure_logging
 from fossamon.overview import load_checked
+from fossamon.overview import warnings as config_warnings
 from fossamon.pipeline import Pipeline
 from fossamon.rules.evaluator import Evaluator
 from fossamon.rules.windows import History
@@ -98,6 +99,8 @@ class Daemon:
         return EX_OK
 
     def _start_collectors(self) -> None:
+        for warning in config_warnings(self.config):
+            log.warning("config: probably not what was meant", detail=warning)
         for collector in build_collectors(self.config.collectors):
             self.scheduler.add(collector)
         self.scheduler.start()
@@ -231,6 +234,8 @@ class Daemon:
             self.last_reload_error = None
             applied = True
             log.info("reloaded", generation=self.generation)
+            for warning in config_warnings(new):
+                log.warning("config: probably not what was meant", detail=warning)
         finally:
             # READY=1 ends systemd's "reloading"; before the first cycle READY is not yet due,
             # and after STOPPING=1 it would be a lie.
