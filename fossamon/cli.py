@@ -10,10 +10,20 @@ from typing import TYPE_CHECKING
 
 from fossamon import __version__
 from fossamon.config import Config, default_config_path
-from fossamon.errors import EX_CONFIG, EX_CRITICAL, EX_OK, EX_SOFTWARE, ConfigError
+from fossamon.errors import (
+    EX_CONFIG,
+    EX_CRITICAL,
+    EX_NOT_RUNNING,
+    EX_OK,
+    EX_SOFTWARE,
+    EX_USAGE,
+    ConfigError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+DEFAULT_RUNTIME_DIR = "/run/fossamon"
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     once = commands.add_parser("once", help="one cycle of every collector and rule, printed")
     _add_config_option(once)
     once.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    reload = commands.add_parser(
+        "reload", help="make the running daemon reload its config; wait for its verdict"
+    )
+    _add_config_option(reload)
+    reload.add_argument("--pid", type=int, default=None, help="the daemon's pid ($MAINPID)")
+    reload.add_argument(
+        "--timeout", default="60s", help="how long to wait for the verdict (default: 60s)"
+    )
 
     demo = commands.add_parser("demo", help="run against a built-in stand-in application")
     demo.add_argument("--dir", metavar="DIR", help="where to keep the demo files (default: temp)")
@@ -126,6 +145,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EX_SOFTWARE
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    from fossamon.config import load_config  # noqa: PLC0415
+    from fossamon.control import request_reload  # noqa: PLC0415
+    from fossamon.units import parse_duration  # noqa: PLC0415
+
+    try:
+        timeout = parse_duration(args.timeout)
+    except ValueError as exc:
+        print(f"fossamon reload: --timeout {exc}", file=sys.stderr)
+        return EX_USAGE
+    # Where the daemon keeps state.json: systemd tells us; else the config says. The config
+    # may be the broken edit being reloaded, which the daemon must still get to reject.
+    runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "")
+    if not runtime_dir:
+        try:
+            runtime_dir = load_config(args.config or default_config_path()).daemon.runtime_dir
+        except ConfigError:
+            runtime_dir = DEFAULT_RUNTIME_DIR
+    outcome = request_reload(runtime_dir, timeout, args.pid)
+    print(f"fossamon reload: {outcome.message}", file=sys.stdout if outcome.ok else sys.stderr)
+    if outcome.not_running:
+        return EX_NOT_RUNNING
+    return EX_OK if outcome.ok else EX_CRITICAL
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fossamon.demo.run import run_demo  # noqa: PLC0415
 
@@ -136,6 +180,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "check": cmd_check,
     "once": cmd_once,
+    "reload": cmd_reload,
     "demo": cmd_demo,
 }
 

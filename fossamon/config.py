@@ -89,8 +89,13 @@ def _resolve_path(value: str, info: ValidationInfo) -> str:
     """Relative paths are relative to the config file, not to whatever cwd systemd gave us."""
     if not value.strip():
         raise ValueError("must not be empty")
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character")
     base = (info.context or {}).get("base_dir")
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError as exc:  # "~nosuchuser/…"
+        raise ValueError(str(exc)) from None
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
     return str(path)
@@ -156,6 +161,7 @@ class _Section(BaseModel):
 
 class DaemonConfig(_Section):
     state_dir: FilePath = "/var/lib/fossamon"
+    runtime_dir: FilePath = "/run/fossamon"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "plain", "journal", "json"] = "auto"
     hostname: str = ""
@@ -403,7 +409,9 @@ def _semantic_problems(config: Config, file: str) -> list[ConfigProblem]:
 
 def _output_problems(config: Config, file: str) -> list[ConfigProblem]:
     """Two writers on one file tear lines; a writer on the monitored database corrupts it."""
-    metrics, alerts = Path(config.output.metrics.path), Path(config.output.alerts.path)
+    # realpath: "sub/../app.db" and symlinks must not sneak a writer onto the database
+    metrics = Path(os.path.realpath(config.output.metrics.path))
+    alerts = Path(os.path.realpath(config.output.alerts.path))
     problems = []
     if metrics == alerts:
         problems.append(
@@ -413,7 +421,7 @@ def _output_problems(config: Config, file: str) -> list[ConfigProblem]:
         )
     db = config.collectors.db
     if db is not None:
-        database = Path(db.path)
+        database = Path(os.path.realpath(db.path))
         forbidden = {database, *(Path(f"{database}{end}") for end in ("-wal", "-shm", "-journal"))}
         for key, path in (("output.metrics.path", metrics), ("output.alerts.path", alerts)):
             if path in forbidden:

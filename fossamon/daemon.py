@@ -1,7 +1,8 @@
 """Wiring and lifecycle: build everything from the Config, run, reload, stop.
 
-The shape follows uvicorn's `Server.serve()`: capture signals → start → wait → shut down
-within a bounded grace, then cancel what is left and say how much.
+The shape follows uvicorn's `Server.serve()`: capture signals → start → a main loop with a
+periodic tick (the heartbeat: watchdog pings, start-up extensions) → shut down within a
+bounded grace, then cancel what is left and say how much.
 
 Signals: SIGTERM/SIGINT stop (a second one cancels runs in flight at once); SIGHUP reloads
 the config file (a SIGHUP during a reload runs one more reload after it; during shutdown it
@@ -11,9 +12,10 @@ is ignored); SIGUSR1 reopens the output files (after an external rotation).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -21,9 +23,12 @@ from fossamon.collectors.base import (
     build_collectors,
     collector_class,
     enabled_sections,
+    metrics_for,
     target_labels,
 )
+from fossamon.control import DaemonState, remove_state, write_state
 from fossamon.errors import EX_CANTCREAT, EX_OK, ConfigError
+from fossamon.health import Health, assess
 from fossamon.log import configure_logging
 from fossamon.overview import load_checked
 from fossamon.overview import warnings as config_warnings
@@ -32,17 +37,21 @@ from fossamon.rules.evaluator import Evaluator
 from fossamon.rules.windows import History
 from fossamon.scheduling import CollectorScheduler
 from fossamon.storage.jsonl import JsonlWriter
-from fossamon.systemd import Notifier
+from fossamon.systemd import Notifier, watchdog_period
 from fossamon.units import format_duration
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from fossamon.collectors.base import Collector
     from fossamon.config import Config
     from fossamon.model import Batch, SeriesKey
     from fossamon.pipeline import BatchObserver
 
 log = structlog.get_logger(__name__)
+
+# Without a watchdog the heartbeat still runs (start-up extensions, health transitions).
+DEFAULT_TICK = 1.0
 
 
 class Daemon:
@@ -60,7 +69,11 @@ class Daemon:
         self.started_at = time.time()
         self.generation = 1
         self.ready = False
+        self.health = Health(ok=True)
         self.last_reload_error: str | None = None
+        self.last_reload_ok: bool | None = None
+        self.reload_requested = 0
+        self.reload_completed = 0
         self.metrics_out = JsonlWriter(config.output.metrics.path)
         self.alerts_out = JsonlWriter(config.output.alerts.path)
         self.evaluator = Evaluator(config.rules)
@@ -78,6 +91,8 @@ class Daemon:
         self._signals_seen = 0
         self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._state_warned = False
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -92,15 +107,16 @@ class Daemon:
             self._close_outputs()
             return EX_CANTCREAT
         try:
+            self._log_warnings(self.config)
             self._start_collectors()
+            self._write_state()
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
             await self._stop.wait()
         finally:
             await self.shutdown()
         return EX_OK
 
     def _start_collectors(self) -> None:
-        for warning in config_warnings(self.config):
-            log.warning("config: probably not what was meant", detail=warning)
         for collector in build_collectors(self.config.collectors):
             self.scheduler.add(collector)
         self.scheduler.start()
@@ -111,24 +127,26 @@ class Daemon:
             rules=len(self.config.rules),
             metrics_file=str(self.metrics_out.path),
             alerts_file=str(self.alerts_out.path),
+            watchdog=format_duration(watchdog_period() or 0) if watchdog_period() else "off",
         )
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def shutdown(self) -> None:
-        self._stop.set()  # from here on a SIGHUP is ignored
+        self._stop.set()  # from here on: no READY, no STATUS, no reload, no reopen
         self.notifier.stopping("stopping")
         grace = self.config.daemon.shutdown_grace
         log.info("stopping", grace=format_duration(grace))
-        reload_task = self._reloading
-        if reload_task is not None and not reload_task.done():
-            reload_task.cancel()
-            await asyncio.wait([reload_task], timeout=grace)
+        for task in (self._reloading, self._heartbeat):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=grace)
         cancelled = await self.scheduler.stop(grace)
         lines = self.metrics_out.lines_written + self.alerts_out.lines_written
         dropped = self.metrics_out.lines_dropped + self.alerts_out.lines_dropped
         self._close_outputs()
+        remove_state(self.config.daemon.runtime_dir, os.getpid())
         self.notifier.close()
         log.info("stopped", cancelled_runs=cancelled, lines_written=lines, lines_dropped=dropped)
 
@@ -153,10 +171,45 @@ class Daemon:
         for task in list(self.scheduler.inflight.values()):
             task.cancel()
 
+    # --- heartbeat: watchdog and start-up ------------------------------------------------
+
+    async def _beat(self) -> None:
+        """Ping the watchdog every half period while healthy; extend a slow start-up while
+        it is still progressing. A blocked loop runs no heartbeat: systemd then SIGABRTs."""
+        period = watchdog_period()
+        tick = min(DEFAULT_TICK, period / 2) if period else DEFAULT_TICK
+        lag_limit = period / 2 if period else 5 * DEFAULT_TICK
+        last_ping = 0.0
+        due = time.monotonic() + tick
+        while not self._stop.is_set():
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            now = time.monotonic()
+            lag, due = now - due, now + tick
+            self._set_health(
+                assess(self.scheduler.stats, now, lag, period=period or 0.0, lag_limit=lag_limit)
+            )
+            if not self.health.ok or self._stop.is_set():
+                continue
+            if period and now - last_ping >= period / 2 - tick / 2:
+                self.notifier.watchdog()
+                last_ping = now
+            if not self.ready:
+                self.notifier.extend_timeout(3 * tick + 1)
+
+    def _set_health(self, health: Health) -> None:
+        if health.ok != self.health.ok:
+            if health.ok:
+                log.info("healthy again; watchdog pings resume")
+            else:
+                log.error("unhealthy; not pinging the watchdog", reasons=str(health))
+        self.health = health
+
     # --- per batch -----------------------------------------------------------------------
 
     async def _on_batch(self, batch: Batch) -> None:
         self.pipeline.ingest(batch)
+        if self._stop.is_set():
+            return  # after STOPPING=1, a READY=1 or a fresh STATUS would mislead systemd
         if not self.ready and self.scheduler.all_ran_once():
             self.ready = True
             self.notifier.ready(self.status_line())
@@ -185,9 +238,35 @@ class Daemon:
         if ran:
             name, last = max(ran, key=lambda item: item[1].last_end or 0.0)
             parts.append(f"last run {name} {last.last_duration * 1000:.0f} ms")
+        if not self.health.ok:
+            parts.append(f"unhealthy: {self.health}")
         if self.last_reload_error:
             parts.append(f"reload failed: {self.last_reload_error}")
         return " · ".join(parts)
+
+    # --- state file (for `fossamon reload`) --------------------------------------------
+
+    def _write_state(self) -> None:
+        state = DaemonState(
+            pid=os.getpid(),
+            started=self.started_at,
+            config=self.config_path,
+            generation=self.generation,
+            reload_requested=self.reload_requested,
+            reload_completed=self.reload_completed,
+            last_reload_ok=self.last_reload_ok,
+            last_reload_error=self.last_reload_error,
+        )
+        try:
+            write_state(self.config.daemon.runtime_dir, state)
+        except OSError as exc:
+            if not self._state_warned:
+                self._state_warned = True
+                log.warning(
+                    "cannot write the state file; `fossamon reload` will not find this daemon",
+                    runtime_dir=self.config.daemon.runtime_dir,
+                    error=str(exc),
+                )
 
     # --- reload and reopen ---------------------------------------------------------------
 
@@ -195,6 +274,8 @@ class Daemon:
         if self._stop.is_set():
             log.info("reload ignored: stopping")
             return
+        self.reload_requested += 1
+        self._write_state()
         if self._reloading is not None and not self._reloading.done():
             # A second edit (a .path unit fires per write) must not be lost: reload once more.
             self._reload_again = True
@@ -205,112 +286,142 @@ class Daemon:
     async def _reload_until_settled(self) -> None:
         while True:
             self._reload_again = False
+            covers = self.reload_requested
             await self.reload()
+            self.reload_completed = covers
+            self._write_state()
             if not self._reload_again or self._stop.is_set():
                 return
 
     async def reload(self) -> bool:
-        """Re-read the config file and apply it; a file that cannot be applied keeps the
-        running config. Returns whether the new config now runs."""
+        """Re-read the config file and apply it, all or nothing: a file that is invalid or
+        cannot be applied keeps the running config. Returns whether the new config runs."""
         if self.config_path is None:
             log.warning("reload requested, but this daemon was not started from a file")
             return False
         self.notifier.reloading()
         log.info("reloading", config=self.config_path)
-        applied = False
         try:
             new = load_checked(self.config_path)
             await self._apply(new)
         except ConfigError as exc:
-            self._reject(f"{len(exc.problems)} problem(s), first: {exc.problems[0]}")
+            self._reloaded(f"{len(exc.problems)} problem(s), first: {exc.problems[0]}")
             for problem in exc.problems:
                 log.error("reload rejected; the running config stays", problem=str(problem))
         except OSError as exc:
-            self._reject(str(exc))
+            self._reloaded(str(exc))
             log.error("reload rejected: cannot open an output file", error=str(exc))
+        except Exception as exc:
+            self._reloaded(f"{type(exc).__name__}: {exc}")
+            log.exception("reload failed; the running config stays")
         else:
             self.config = new
             self.generation += 1
-            self.last_reload_error = None
-            applied = True
+            self._reloaded(None)
             log.info("reloaded", generation=self.generation)
-            for warning in config_warnings(new):
-                log.warning("config: probably not what was meant", detail=warning)
+            self._log_warnings(new)
         finally:
             # READY=1 ends systemd's "reloading"; before the first cycle READY is not yet due,
             # and after STOPPING=1 it would be a lie.
-            if self._stop.is_set():
-                pass
-            elif self.ready:
-                self.notifier.ready(self.status_line())
-            else:
-                self.notifier.status(self.status_line())
-        return applied
+            if not self._stop.is_set():
+                if self.ready:
+                    self.notifier.ready(self.status_line())
+                else:
+                    self.notifier.status(self.status_line())
+        return self.last_reload_ok is True
 
-    def _reject(self, reason: str) -> None:
-        self.last_reload_error = reason
+    def _reloaded(self, error: str | None) -> None:
+        self.last_reload_ok = error is None
+        self.last_reload_error = error
 
     async def _apply(self, new: Config) -> None:
-        """Apply `new`: everything that can fail (opening files) happens before any change."""
+        """Apply `new`. Everything that can fail (opening files, building collectors) happens
+        before anything changes, so a failure leaves the running config whole."""
         old = self.config
-        old_paths = (str(self.metrics_out.path), str(self.alerts_out.path))
-        if old_paths[0] != new.output.metrics.path:
-            self.metrics_out.retarget(new.output.metrics.path)
-        if old_paths[1] != new.output.alerts.path:
-            try:
-                self.alerts_out.retarget(new.output.alerts.path)
-            except OSError:
-                self.metrics_out.retarget(old_paths[0])  # all or nothing
-                raise
+        rebuilt = self._build_changed_collectors(old, new)
+        self._retarget_outputs(new)
+        now = time.time()
         self.pipeline.host = new.host()
         # Rules first, so collectors rebuilt below feed the new rules from their first run.
-        self.evaluator.replace_rules(new.rules)
+        self.pipeline.emit(self.evaluator.replace_rules(new.rules, now))
         self.history.set_retention(self.evaluator.retention())
-        await self._apply_collectors(old, new)
+        await self._swap_collectors(old, new, rebuilt, now)
         if (new.daemon.log_level, new.daemon.log_format) != (
             old.daemon.log_level,
             old.daemon.log_format,
         ):
             configure_logging(new.daemon.log_level, new.daemon.log_format)
 
-    async def _apply_collectors(self, old: Config, new: Config) -> None:
+    def _build_changed_collectors(self, old: Config, new: Config) -> dict[str, Collector]:
+        old_sections = enabled_sections(old.collectors)
+        built: dict[str, Collector] = {}
+        for name, section in enabled_sections(new.collectors).items():
+            if old_sections.get(name) != section:
+                built[name] = collector_class(name)(section)
+        return built
+
+    def _retarget_outputs(self, new: Config) -> None:
+        old_metrics, old_alerts = str(self.metrics_out.path), str(self.alerts_out.path)
+        if old_metrics != new.output.metrics.path:
+            self.metrics_out.retarget(new.output.metrics.path)
+        if old_alerts != new.output.alerts.path:
+            try:
+                self.alerts_out.retarget(new.output.alerts.path)
+            except Exception:
+                self.metrics_out.retarget(old_metrics)  # all or nothing
+                raise
+
+    async def _swap_collectors(
+        self, old: Config, new: Config, rebuilt: dict[str, Collector], now: float
+    ) -> None:
         old_sections = enabled_sections(old.collectors)
         new_sections = enabled_sections(new.collectors)
         grace = new.daemon.shutdown_grace
-        now = time.time()
         for name in old_sections.keys() - new_sections.keys():
             log.info("collector removed", collector=name)
             await self.scheduler.remove(name, grace)
             self.pipeline.forget(name, now)
-        targets = target_labels(new.collectors)
-        for name, section in new_sections.items():
-            if old_sections.get(name) == section:
-                continue  # unchanged: keeps running, keeps its connections
+        for name, collector in rebuilt.items():
             if name in old_sections:
                 await self.scheduler.remove(name, grace)
-                self.pipeline.forget(name, now, keep=self._still_collected(name, targets))
+                keep = self._still_collected(name, new_sections[name], new)
+                self.pipeline.forget(name, now, keep=keep)
             log.info("collector (re)built", collector=name)
-            self.scheduler.add(collector_class(name)(section))
+            self.scheduler.add(collector)
 
-    def _still_collected(
-        self, collector: str, targets: dict[str, tuple[str, set[str]]]
-    ) -> set[SeriesKey]:
-        """The collector's series whose target (endpoint, query, mount) is still configured."""
-        label, names = targets.get(collector, ("", set()))
-        return {
-            key
-            for key in self.history.by_collector.get(collector, set())
-            if label not in dict(key[1]) or dict(key[1])[label] in names
-        }
+    def _still_collected(self, collector: str, section: Any, new: Config) -> set[SeriesKey]:
+        """The collector's series that the new config still collects: a metric it still
+        produces (per_cpu off drops the per-core series), for a target (endpoint, query,
+        mount) that is still configured."""
+        produced = metrics_for(collector, section)
+        label, names = target_labels(new.collectors).get(collector, ("", set()))
+        kept = set()
+        for key in self.history.by_collector.get(collector, set()):
+            metric, labels = key
+            target = dict(labels).get(label)
+            if metric in produced and (target is None or target in names):
+                kept.add(key)
+        return kept
 
     def reopen_outputs(self) -> None:
         """SIGUSR1: logrotate moved our files away; continue in fresh ones at the same paths.
 
         A file that cannot be reopened keeps its old descriptor: lines still land somewhere.
         """
+        if self._stop.is_set():
+            return  # the files are being (or have been) closed
         for writer in (self.metrics_out, self.alerts_out):
             try:
                 writer.open()
             except OSError as exc:
                 log.error("cannot reopen output file", path=str(writer.path), error=str(exc))
         log.info("output files reopened")
+
+    def _log_warnings(self, config: Config) -> None:
+        try:
+            found = config_warnings(config)
+        except Exception:  # advice must never stop the daemon
+            log.exception("could not check the config for likely mistakes")
+            return
+        for warning in found:
+            log.warning("config: probably not what was meant", detail=warning)

@@ -49,7 +49,9 @@ class SinkError(FossamonError):
 
 # Exit statuses (sysexits.h), so systemd units can tell a bad config from a crash.
 EX_OK = 0
-EX_CRITICAL = 1  # `fossamon once`: a rule is critical
+EX_CRITICAL = 1  # `fossamon once`: a rule is critical; `fossamon reload`: rejected
+EX_NOT_RUNNING = 3  # `fossamon reload`/`status`: no daemon (as LSB's "program is not running")
+EX_USAGE = 64
 EX_SOFTWARE = 70  # a bug
 EX_CANTCREAT = 73  # output files cannot be created at start
 EX_CONFIG = 78  # the config file is invalid

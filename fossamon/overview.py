@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ from fossamon.errors import ConfigError, ConfigProblem
 from fossamon.units import format_bytes, format_duration, format_value
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fossamon.config import (
         ApiCollectorConfig,
         Config,
@@ -138,12 +141,16 @@ def _label_values(config: Config) -> dict[str, set[str] | None]:
 
 
 def warnings(config: Config) -> list[str]:
+    """What is valid but probably not meant. Never raises: a path we cannot even look at
+    (a folder without search permission, a name too long) becomes a warning too."""
     found: list[str] = []
     db = config.collectors.db
-    if db is not None and db.enabled and not Path(db.path).exists():
-        found.append(f"collectors.db.path: {db.path} does not exist (db_up will be 0)")
+    if db is not None and db.enabled:
+        problem = _guarded(lambda: None if Path(db.path).exists() else "does not exist")
+        if problem:
+            found.append(f"collectors.db.path: {db.path} {problem} (db_up will be 0)")
     for key, output in (("metrics", config.output.metrics), ("alerts", config.output.alerts)):
-        problem = _unwritable(Path(output.path))
+        problem = _guarded(partial(_unwritable, Path(output.path)))
         if problem:
             found.append(f"output.{key}.path: {problem}")
     produced = produced_metrics(config.collectors)
@@ -164,6 +171,13 @@ def warnings(config: Config) -> list[str]:
                     f"rules[{i}].labels.{name}: {value!r} matches nothing configured ({shown})"
                 )
     return found
+
+
+def _guarded(probe: Callable[[], str | None]) -> str | None:
+    try:
+        return probe()
+    except (OSError, ValueError) as exc:
+        return f"cannot be checked: {exc}"
 
 
 def _unwritable(path: Path) -> str | None:

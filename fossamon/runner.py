@@ -1,20 +1,24 @@
 """Run a coroutine to completion like `asyncio.run`, but with an exit that cannot hang.
 
-`asyncio.run` waits without limit for the default executor's threads, and the interpreter
+`asyncio.run` waits without limit for the default executor's threads (on Python 3.11 even a
+cancelled `shutdown_default_executor()` ends in a plain `thread.join()`), and the interpreter
 then joins every non-daemon thread. A thread wedged in the kernel (psutil on a hung NFS mount,
-a query stuck in disk I/O under aiosqlite) would keep a stopped daemon alive forever, and
-systemd would have to SIGKILL it. Here, threads get a bounded time; if any is still stuck,
-the process ends with os._exit after everything of ours is closed (the output files are
-written with os.write, so no buffered data is lost) and says so.
+a query stuck in disk I/O under aiosqlite) would keep a stopped daemon alive until systemd
+SIGKILLs it. Here the default executor is our own, threads get a bounded time, and if any is
+still stuck the process ends with os._exit once everything of ours is closed (the output
+files are written with os.write, so no buffered data is lost) and says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -24,44 +28,43 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-THREAD_GRACE = 2.0
+THREAD_GRACE = 0.5
 
 
 def run_bounded(main: Coroutine[Any, Any, int], thread_grace: float = THREAD_GRACE) -> int:
     loop = asyncio.new_event_loop()
+    executor = ThreadPoolExecutor(thread_name_prefix="fossamon-io")
+    loop.set_default_executor(executor)
     try:
         code = loop.run_until_complete(main)
-        _cancel_remaining(loop)
+        _cancel_remaining(loop, thread_grace)
         loop.run_until_complete(loop.shutdown_asyncgens())
-        executor_done = loop.run_until_complete(_shutdown_executor(loop, thread_grace))
     finally:
+        executor.shutdown(wait=False, cancel_futures=True)
         loop.close()
-    stuck = _stuck_threads(time.monotonic() + (thread_grace if executor_done else 0.0))
-    if stuck or not executor_done:
+        # Closing the loop put the signal handlers back to their defaults: SIGHUP and SIGUSR1
+        # would now kill a process that is only waiting for its threads.
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+    stuck = _stuck_threads(time.monotonic() + thread_grace)
+    if stuck:
         log.warning(
             "worker threads still blocked after the stop; exiting without them",
-            threads=", ".join(t.name for t in stuck) or "executor",
+            threads=", ".join(t.name for t in stuck),
         )
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
         os._exit(code)
     return code
 
 
-def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:
+def _cancel_remaining(loop: asyncio.AbstractEventLoop, grace: float) -> None:
     tasks = asyncio.all_tasks(loop)
     for task in tasks:
         task.cancel()
     if tasks:
-        loop.run_until_complete(asyncio.wait(tasks, timeout=THREAD_GRACE))
-
-
-async def _shutdown_executor(loop: asyncio.AbstractEventLoop, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(loop.shutdown_default_executor(), seconds)
-    except TimeoutError:
-        return False
-    return True
+        loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
 
 
 def _stuck_threads(deadline: float) -> list[threading.Thread]:

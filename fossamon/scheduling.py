@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 
 # After the grace: how long cancelled runs get to unwind, and each close() to finish.
 CANCEL_WAIT = 0.5
-CLOSE_TIMEOUT = 1.0
+CLOSE_TIMEOUT = 0.5
 
 
 @dataclass(slots=True)
@@ -40,6 +40,7 @@ class RunStats:
     """What the daemon (STATUS=, health, /status) knows of one collector's runs."""
 
     interval: float
+    added_at: float = 0.0  # monotonic; health counts a first run's lateness from here
     runs: int = 0
     failed_runs: int = 0  # runs whose batch carries at least one error
     crashes: int = 0  # collect() raised: a bug, reported as kind "internal"
@@ -65,7 +66,7 @@ class CollectorScheduler:
         """Schedule `collector`; its first run is now unless `first_run` says otherwise."""
         name = collector.name
         self.collectors[name] = collector
-        self.stats[name] = RunStats(interval=collector.interval)
+        self.stats[name] = RunStats(interval=collector.interval, added_at=time.monotonic())
         self._scheduler.add_job(
             self._run,
             IntervalTrigger(seconds=collector.interval, jitter=collector.jitter or None),
@@ -140,7 +141,10 @@ class CollectorScheduler:
                 errors=(Failure(name, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"),),
             )
         finally:
-            self.inflight.pop(name, None)
+            # Only our own entry: a run that outlived a reload must not unregister the
+            # replacement collector's run.
+            if task is not None and self.inflight.get(name) is task:
+                del self.inflight[name]
         self._account(name, stats, batch)
         await self._on_batch(batch)
 
@@ -190,11 +194,16 @@ async def _close_all(collectors: list[Collector]) -> None:
     wedged thread (a query in disk I/O, a hung mount) must not hold up the stop."""
 
     async def close(collector: Collector) -> None:
-        try:
-            await asyncio.wait_for(collector.close(), CLOSE_TIMEOUT)
-        except TimeoutError:
+        # Not wait_for: it waits for the cancelled close() to unwind, and aiosqlite's close
+        # unwinds only when its worker thread does. Cancel and walk away instead.
+        task = asyncio.create_task(collector.close())
+        done, _ = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+        if not done:
+            task.cancel()
             log.warning("collector did not close in time; abandoned", collector=collector.name)
-        except Exception:
-            log.exception("collector failed to close", collector=collector.name)
+        elif task.exception() is not None:
+            log.error(
+                "collector failed to close", collector=collector.name, error=repr(task.exception())
+            )
 
     await asyncio.gather(*(close(c) for c in collectors))

@@ -17,6 +17,7 @@ import structlog
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Mapping
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +36,9 @@ class Notifier(sdnotify.SystemdNotifier):  # type: ignore[misc]  # untyped libra
             self.socket = None
             return
         super().__init__(debug=False)
+        if self.socket is not None:
+            # Never block the event loop on systemd: a datagram that cannot go now is dropped.
+            self.socket.setblocking(False)  # noqa: FBT003 - the socket API
 
     @property
     def enabled(self) -> bool:
@@ -67,6 +71,13 @@ class Notifier(sdnotify.SystemdNotifier):  # type: ignore[misc]  # untyped libra
     def stopping(self, status: str | None = None) -> bool:
         return self.notify(_with_status("STOPPING=1", status))
 
+    def watchdog(self) -> bool:
+        return self.notify("WATCHDOG=1")
+
+    def extend_timeout(self, seconds: float) -> bool:
+        """Ask for `seconds` more from now to finish starting (or stopping)."""
+        return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
     def reloading(self) -> bool:
         monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.notify(f"RELOADING=1\nMONOTONIC_USEC={monotonic_usec}")
@@ -78,3 +89,22 @@ def _with_status(first: str, status: str | None) -> str:
     # STATUS is one line in `systemctl status`; a newline would end the field early.
     line = " ".join(status.split())[:MAX_STATUS_CHARS]
     return f"{first}\nSTATUS={line}" if first else f"STATUS={line}"
+
+
+def watchdog_period(env: Mapping[str, str] | None = None) -> float | None:
+    """The watchdog period systemd asks us to keep (WatchdogSec=), or None.
+
+    As sd_watchdog_enabled(3): WATCHDOG_USEC must be a positive integer, and when
+    WATCHDOG_PID is set it must be our pid (a child we started must not ping for us).
+    """
+    values = os.environ if env is None else env
+    try:
+        usec = int(values.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    if usec <= 0:
+        return None
+    owner = values.get("WATCHDOG_PID")
+    if owner and owner != str(os.getpid()):
+        return None
+    return usec / 1_000_000

@@ -88,3 +88,10 @@ def target_labels(config: CollectorsConfig) -> dict[str, tuple[str, set[str]]]:
     if "db" in sections and config.db is not None:
         targets["db"] = ("query", {q.name for q in config.db.queries})
     return targets
+
+
+def metrics_for(name: str, section: Any) -> set[str]:
+    """The metric names collector `name` produces with this config section."""
+    cls = collector_class(name)
+    narrowed = getattr(cls, "metrics_for", None)
+    return set(narrowed(section)) if narrowed is not None else set(cls.METRICS)

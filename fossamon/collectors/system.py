@@ -67,6 +67,14 @@ class SystemCollector:
         self._cpu_before = _cpu_reading(per_cpu=config.per_cpu)
         self.primed_at = time.monotonic()
 
+    @classmethod
+    def metrics_for(cls, config: SystemCollectorConfig) -> set[str]:
+        """The metric names a collector with this config produces."""
+        names = set(cls.METRICS)
+        if not config.per_cpu:
+            names.discard("system_cpu_core_percent")
+        return names
+
     def restart_cpu_window(self) -> None:
         """Make the next run's CPU % cover only the time from now (for one-shot use)."""
         self._cpu_before = _cpu_reading(per_cpu=self.config.per_cpu)

@@ -34,6 +34,7 @@ DEMO_CONFIG = """\
 # Written by `fossamon demo`: short intervals and windows, so there is something to see.
 [daemon]
 log_level = "info"
+runtime_dir = {run}
 
 [output.metrics]
 path = {metrics}
@@ -156,6 +157,7 @@ def render_demo_config(url: str, db: Path, out: Path) -> str:
         db=_toml_string(str(db)),
         metrics=_toml_string(str(out / "performance-metrics.jsonl")),
         alerts=_toml_string(str(out / "performance-alerts.jsonl")),
+        run=_toml_string(str(out / "run")),
     )
 
 

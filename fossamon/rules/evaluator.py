@@ -112,12 +112,20 @@ class Evaluator:
         self.honor_for = honor_for
         self.states: dict[tuple[str, Labels], SeriesState] = {}
 
-    def replace_rules(self, rules: Iterable[RuleConfig]) -> None:
-        """A reload: keep the state of every rule whose definition did not change."""
-        before = {rule.name: rule.config for rule in self.rules}
+    def replace_rules(self, rules: Iterable[RuleConfig], now: float) -> list[AlertEvent]:
+        """A reload: keep the state of every rule whose definition did not change; resolve
+        what was firing under a rule that changed or went away (a changed rule that still
+        breaches fires again, under its new definition)."""
+        old = {rule.name: rule for rule in self.rules}
         self.rules = [Rule(r) for r in rules]
-        unchanged = {r.name for r in self.rules if before.get(r.name) == r.config}
+        unchanged = {r.name for r in self.rules if r.name in old and old[r.name].config == r.config}
+        events = [
+            self._event(EventKind.RESOLVED, old[name], labels, state, now, why="rule changed")
+            for (name, labels), state in sorted(self.states.items())
+            if name not in unchanged and state.severity > Severity.OK
+        ]
         self.states = {k: v for k, v in self.states.items() if k[0] in unchanged}
+        return events
 
     def metrics(self) -> set[str]:
         return {rule.config.metric for rule in self.rules}
@@ -164,7 +172,9 @@ class Evaluator:
                 state = self.states.pop((rule.name, labels), None)
                 if state is not None and state.severity > Severity.OK:
                     events.append(
-                        self._event(EventKind.RESOLVED, rule, labels, state, now, gone=True)
+                        self._event(
+                            EventKind.RESOLVED, rule, labels, state, now, why="no longer collected"
+                        )
                     )
         return events
 
@@ -211,14 +221,14 @@ class Evaluator:
         state: SeriesState,
         now: float,
         *,
-        gone: bool = False,
+        why: str = "",
     ) -> AlertEvent:
         config = rule.config
         value = state.value if state.value is not None else float("nan")
         threshold = _shown(config.metric, config.aggregate, state.threshold)
         direction = "above" if rule.above else "below"
-        if gone:
-            condition = "no longer collected"
+        if why:
+            condition = why
         elif kind == EventKind.RESOLVED:
             condition = f"back {'below' if rule.above else 'above'} {threshold}"
         else:

@@ -51,6 +51,31 @@ def _open_append(path: Path) -> int:
     return os.open(path, flags, FILE_MODE)
 
 
+def _terminate_partial_line(fd: int, path: Path) -> int:
+    """End a last line left unterminated (a crash mid-write) so the file parses; 1 if it was."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0
+    last = _last_byte_via_path(path, size)
+    if last is None or last == b"\n":
+        return 0
+    os.write(fd, b"\n")
+    log.warning("terminated a partial last line", path=str(path), size=size)
+    return 1
+
+
+def _last_byte_via_path(path: Path, size: int) -> bytes | None:
+    """Our descriptor is write-only; reading needs the path. None when it is unreadable
+    (then there is nothing we can check, and appending is still right)."""
+    try:
+        with path.open("rb") as existing:
+            existing.seek(size - 1)
+            return existing.read(1)
+    except OSError:
+        log.info("output file is not readable; cannot check its last line", path=str(path))
+        return None
+
+
 class JsonlWriter:
     """One output file. Write failures are counted and logged once per episode, never raised."""
 
@@ -64,31 +89,23 @@ class JsonlWriter:
 
     def open(self) -> None:
         """Open (or reopen) the file at `self.path`; raises OSError naming the path."""
-        fd = _open_append(self.path)
-        self.close()
-        self.fd = fd
-        self._terminate_partial_line()
+        self._switch(self.path)
 
     def retarget(self, path: str | os.PathLike[str]) -> None:
-        """Continue in another file. The new one is opened first: if that fails (OSError),
-        this writer still writes where it did."""
-        fd = _open_append(Path(path))
-        self.close()
-        self.path, self.fd = Path(path), fd
-        self._terminate_partial_line()
+        """Continue in another file. The new one is opened (and repaired) first: if that
+        fails (OSError), this writer still writes where it did."""
+        self._switch(Path(path))
 
-    def _terminate_partial_line(self) -> None:
-        assert self.fd is not None
-        size = os.fstat(self.fd).st_size
-        if size == 0:
-            return
-        with self.path.open("rb") as existing:
-            existing.seek(size - 1)
-            if existing.read(1) == b"\n":
-                return
-        os.write(self.fd, b"\n")
-        self.repaired_lines += 1
-        log.warning("terminated a partial last line", path=str(self.path), size=size)
+    def _switch(self, path: Path) -> None:
+        fd = _open_append(path)
+        try:
+            repaired = _terminate_partial_line(fd, path)
+        except OSError:
+            os.close(fd)
+            raise
+        self.close()
+        self.path, self.fd = path, fd
+        self.repaired_lines += repaired
 
     def write(self, record: dict[str, Any]) -> bool:
         try:
@@ -141,4 +158,7 @@ class JsonlWriter:
     def close(self) -> None:
         if self.fd is not None:
             fd, self.fd = self.fd, None
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError as exc:  # EIO on a network file system: the data was written
+                log.error("closing output file failed", path=str(self.path), error=str(exc))

@@ -22,6 +22,7 @@ def daemon_config(tmp_path: Path, url: str, db: Path, **extra: str) -> Path:
     text = f"""
 [daemon]
 log_format = "plain"
+runtime_dir = "{tmp_path}/run"
 shutdown_grace = "{extra.get("grace", "2s")}"
 [output.metrics]
 path = "{tmp_path}/out/metrics.jsonl"
@@ -359,6 +360,7 @@ class TestStopIsBounded:
         config = tmp_path / "config.toml"
         config.write_text(
             f'[daemon]\nlog_format = "plain"\nshutdown_grace = "1s"\n'
+            f'runtime_dir = "{tmp_path}/run"\n'
             f'[output.metrics]\npath = "{tmp_path}/out/metrics.jsonl"\n'
             f'[output.alerts]\npath = "{tmp_path}/out/alerts.jsonl"\n'
             "[collectors.system]\nenabled = false\n"

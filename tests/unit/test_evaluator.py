@@ -172,7 +172,9 @@ class TestReload:
         keep, change = rule(name="keep", warning=1), rule(name="change", warning=1)
         h = Harness(keep, change)
         assert len(h.feed(5)) == 2
-        h.evaluator.replace_rules([keep, rule(name="change", warning=2)])
+        (resolved,) = h.evaluator.replace_rules([keep, rule(name="change", warning=2)], 1.0)
+        assert (resolved.rule, resolved.kind) == ("change", EventKind.RESOLVED)
+        assert resolved.summary.endswith("(rule changed)")
         firing = {name for name, _, _ in h.evaluator.firing()}
         assert firing == {"keep"}
         # the kept rule does not fire again; the changed one fires afresh
@@ -217,3 +219,11 @@ class TestNonFinite:
         assert h.feed(float("inf")) == []
         assert h.feed(float("nan")) == []
         assert h.evaluator.states == {}
+
+
+    def test_a_removed_rule_resolves_what_it_had_firing(self):
+        h = Harness(rule(name="gone", warning=1), rule(name="stays", warning=100))
+        h.feed(5)
+        (resolved,) = h.evaluator.replace_rules([rule(name="stays", warning=100)], 2.0)
+        assert (resolved.rule, str(resolved.kind)) == ("gone", "resolved")
+        assert h.evaluator.states.keys() == {("stays", ())}
