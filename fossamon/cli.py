@@ -23,8 +23,6 @@ from fossamon.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-DEFAULT_RUNTIME_DIR = "/run/fossamon"
-
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -146,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from fossamon.config import load_config  # noqa: PLC0415
+    from fossamon.config import peek_runtime_dir  # noqa: PLC0415
     from fossamon.control import request_reload  # noqa: PLC0415
     from fossamon.units import parse_duration  # noqa: PLC0415
 
@@ -155,14 +153,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fossamon reload: --timeout {exc}", file=sys.stderr)
         return EX_USAGE
-    # Where the daemon keeps state.json: systemd tells us; else the config says. The config
-    # may be the broken edit being reloaded, which the daemon must still get to reject.
-    runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "")
-    if not runtime_dir:
-        try:
-            runtime_dir = load_config(args.config or default_config_path()).daemon.runtime_dir
-        except ConfigError:
-            runtime_dir = DEFAULT_RUNTIME_DIR
+    # Where the daemon keeps state.json: systemd tells us; else the config says (even when
+    # it is the broken edit being reloaded, which the daemon must still get to reject).
+    runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "") or peek_runtime_dir(
+        args.config or default_config_path()
+    )
     outcome = request_reload(runtime_dir, timeout, args.pid)
     print(f"fossamon reload: {outcome.message}", file=sys.stdout if outcome.ok else sys.stderr)
     if outcome.not_running:

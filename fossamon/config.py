@@ -161,7 +161,7 @@ class _Section(BaseModel):
 
 class DaemonConfig(_Section):
     state_dir: FilePath = "/var/lib/fossamon"
-    runtime_dir: FilePath = "/run/fossamon"
+    runtime_dir: FilePath = "/run/fossamon"  # DEFAULT_RUNTIME_DIR
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "plain", "journal", "json"] = "auto"
     hostname: str = ""
@@ -562,3 +562,25 @@ def default_config_path(env: typing.Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     configured: str = env.get("FOSSAMON_CONFIG", "")
     return configured or DEFAULT_CONFIG_PATH
+
+
+DEFAULT_RUNTIME_DIR = "/run/fossamon"
+
+
+def peek_runtime_dir(path: str, env: typing.Mapping[str, str] | None = None) -> str:
+    """The runtime_dir a config file names, even when the rest of it is invalid: `fossamon
+    reload` must reach the daemon precisely when the edit it brings is broken."""
+    values = os.environ if env is None else env
+    try:
+        return load_config(path, values).daemon.runtime_dir
+    except ConfigError:
+        pass
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        named = raw["daemon"]["runtime_dir"]
+        if not isinstance(named, str):
+            return DEFAULT_RUNTIME_DIR
+        found = Path(_substitute(named, values)).expanduser()
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        return DEFAULT_RUNTIME_DIR
+    return str(found if found.is_absolute() else Path(path).resolve().parent / found)

@@ -220,7 +220,6 @@ class TestNonFinite:
         assert h.feed(float("nan")) == []
         assert h.evaluator.states == {}
 
-
     def test_a_removed_rule_resolves_what_it_had_firing(self):
         h = Harness(rule(name="gone", warning=1), rule(name="stays", warning=100))
         h.feed(5)

@@ -1,0 +1,146 @@
+"""Running a real `fossamon run` process in tests: config, notify socket, output files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def daemon_config(tmp_path: Path, url: str, db: Path, **extra: str) -> Path:
+    """A fast config: short intervals, every KPI rule, outputs in tmp_path."""
+    text = f"""
+[daemon]
+log_format = "plain"
+runtime_dir = "{tmp_path}/run"
+shutdown_grace = "{extra.get("grace", "2s")}"
+[output.metrics]
+path = "{tmp_path}/out/metrics.jsonl"
+[output.alerts]
+path = "{tmp_path}/out/alerts.jsonl"
+[collectors.system]
+interval = "{extra.get("system_interval", "500ms")}"
+[collectors.api]
+interval = "500ms"
+timeout = "{extra.get("api_timeout", "1s")}"
+base_url = "{url}"
+[[collectors.api.endpoints]]
+name = "health"
+path = "/api/health"
+[[collectors.api.endpoints]]
+name = "work_orders"
+path = "/api/work-orders?limit=10"
+[collectors.db]
+interval = "500ms"
+path = "{db}"
+[[collectors.db.queries]]
+name = "work_orders_count"
+sql = "SELECT COUNT(*) FROM work_orders"
+record_value = true
+[[rules]]
+name = "api_down"
+metric = "api_up"
+direction = "below"
+critical = 1
+[[rules]]
+name = "db_down"
+metric = "db_up"
+direction = "below"
+critical = 1
+[[rules]]
+name = "api_p95_latency"
+metric = "api_response_seconds"
+aggregate = "p95"
+window = "1m"
+warning = "500ms"
+critical = "2s"
+{extra.get("more", "")}
+"""
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+class NotifyListener:
+    """A real datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(65536).decode("utf-8"))
+            except BlockingIOError:
+                return self.messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Daemon:
+    def __init__(self, proc: asyncio.subprocess.Process, tmp_path: Path) -> None:
+        self.proc = proc
+        self.metrics = tmp_path / "out" / "metrics.jsonl"
+        self.alerts = tmp_path / "out" / "alerts.jsonl"
+        self.stderr = b""
+
+    def lines(self, path: Path | None = None) -> list[dict]:
+        target = path or self.metrics
+        if not target.exists():
+            return []
+        return [json.loads(line) for line in target.read_text().splitlines()]
+
+    async def wait_for(self, predicate, timeout: float = 15.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            if self.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        detail = ""
+        if self.proc.returncode is not None and self.proc.stderr is not None:
+            detail = (await self.proc.stderr.read()).decode()[-2000:]
+        pytest.fail(f"{what} not reached within {timeout}s; rc={self.proc.returncode} {detail}")
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> tuple[int, float]:
+        began = time.monotonic()
+        self.proc.send_signal(sig)
+        await asyncio.wait_for(self.proc.wait(), timeout)
+        assert self.proc.stderr is not None
+        self.stderr = await self.proc.stderr.read()
+        return self.proc.returncode or 0, time.monotonic() - began
+
+
+async def start_daemon(config: Path, tmp_path: Path, env: dict[str, str] | None = None) -> Daemon:
+    full_env = {k: v for k, v in os.environ.items() if k not in {"NOTIFY_SOCKET", "JOURNAL_STREAM"}}
+    full_env.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fossamon",
+        "run",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=full_env,
+    )
+    return Daemon(proc, tmp_path)
+
+
+def collectors_seen(lines: list[dict]) -> set[str]:
+    return {line["collector"] for line in lines}

@@ -1,0 +1,124 @@
+"""The daemon object in this process: reload edge cases that need a hand on its insides."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from fossamon import daemon as daemon_module
+from fossamon.config import load_config
+from fossamon.daemon import Daemon
+from fossamon.systemd import Notifier
+
+
+def write_config(path, tmp_path, *, interval="500ms", per_cpu=False, metrics="m.jsonl", rules=""):
+    path.write_text(
+        f'[daemon]\nruntime_dir = "{tmp_path}/run"\nshutdown_grace = "1s"\n'
+        f'[output.metrics]\npath = "{tmp_path}/{metrics}"\n'
+        f'[output.alerts]\npath = "{tmp_path}/a.jsonl"\n'
+        f'[collectors.system]\ninterval = "{interval}"\nper_cpu = {str(per_cpu).lower()}\n' + rules
+    )
+    return path
+
+
+async def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def running(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    started: list[tuple[Daemon, asyncio.Task[int]]] = []
+
+    async def start(config_path):
+        daemon = Daemon(load_config(config_path), str(config_path), notifier=Notifier())
+        task = asyncio.create_task(daemon.run())
+        started.append((daemon, task))
+        await wait_for(lambda: daemon.ready, what="ready")
+        return daemon
+
+    yield start
+    for daemon, task in started:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 10) == 0
+
+
+class TestReloadIsAllOrNothing:
+    async def test_a_collector_that_cannot_be_built_leaves_everything_as_it_was(
+        self, tmp_path, running, monkeypatch
+    ):
+        config = write_config(tmp_path / "c.toml", tmp_path)
+        daemon = await running(config)
+        before = daemon.config
+        write_config(config, tmp_path, interval="2s", metrics="other.jsonl")
+
+        def broken(name):
+            def build(section):
+                raise UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed")
+
+            return build
+
+        monkeypatch.setattr(daemon_module, "collector_class", broken)
+        assert await daemon.reload() is False
+        assert daemon.config is before
+        assert daemon.metrics_out.path == tmp_path / "m.jsonl"
+        assert daemon.scheduler.stats["system"].interval == 0.5
+        assert daemon.last_reload_error is not None
+        assert daemon.last_reload_error.startswith("UnicodeEncodeError")
+        assert "reload failed" in daemon.status_line()
+        monkeypatch.undo()
+        assert await daemon.reload() is True
+        assert daemon.scheduler.stats["system"].interval == 2.0
+        assert daemon.metrics_out.path == tmp_path / "other.jsonl"
+
+    async def test_turning_per_cpu_off_resolves_per_core_alerts(self, tmp_path, running):
+        rules = (
+            '[[rules]]\nname = "core_busy"\nmetric = "system_cpu_core_percent"\n'
+            "warning = -1\n"  # every reading breaches: each core fires
+        )
+        config = write_config(tmp_path / "c.toml", tmp_path, per_cpu=True, rules=rules)
+        daemon = await running(config)
+        await wait_for(daemon.evaluator.firing, what="per-core alerts")
+        write_config(config, tmp_path, per_cpu=False, rules=rules)
+        assert await daemon.reload() is True
+        assert daemon.evaluator.firing() == []
+        events = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+        resolved = [e for e in events if e["event"] == "resolved"]
+        assert resolved
+        assert all(e["summary"].endswith("(no longer collected)") for e in resolved)
+        assert "no alerts" in daemon.status_line()
+
+
+class TestRunnerExit:
+    def test_a_thread_stuck_in_the_kernel_cannot_hold_the_exit(self):
+        script = textwrap.dedent(
+            """
+            import asyncio, time
+            from fossamon.runner import run_bounded
+
+            async def main():
+                stuck = asyncio.create_task(asyncio.to_thread(time.sleep, 30))
+                await asyncio.sleep(0.1)
+                stuck.cancel()
+                return 0
+
+            run_bounded(main())
+            """
+        )
+        began = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, timeout=60, check=False
+        )
+        assert done.returncode == 0
+        assert time.monotonic() - began < 5
+        assert b"worker threads still blocked after the stop" in done.stdout + done.stderr
