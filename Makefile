@@ -6,7 +6,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest clean
+# `make install` (as root): the daemon in $(PREFIX)/venv built with Debian's Python, the
+# systemd units, the config (kept if present), the logrotate file, then daemon-reload.
+PREFIX        ?= /opt/fossamon
+SYSTEM_PYTHON ?= /usr/bin/python3
+PIP_OPTIONS   ?=
+INSTALL_FROM  ?= .
+UNIT_DIR      ?= /etc/systemd/system
+CONFIG_DIR    ?= /etc/fossamon
+
+.PHONY: demo test lint types pytest clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +40,16 @@ test: lint types pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+
+install:
+	$(SYSTEM_PYTHON) -m venv $(PREFIX)/venv
+	$(PREFIX)/venv/bin/python -m pip install --quiet $(PIP_OPTIONS) $(INSTALL_FROM)
+	install -d -m 0755 $(UNIT_DIR) $(CONFIG_DIR) $(PREFIX)/share/docs $(PREFIX)/share/examples
+	install -m 0644 systemd/fossamon.service systemd/fossamon-reload.path \
+		systemd/fossamon-reload.service $(UNIT_DIR)/
+	test -e $(CONFIG_DIR)/config.toml || install -m 0644 config.toml $(CONFIG_DIR)/config.toml
+	install -D -m 0644 logrotate/fossamon /etc/logrotate.d/fossamon
+	install -m 0644 README.md docs/*.md $(PREFIX)/share/docs/
+	install -m 0644 systemd/fossamon.service.d/*.example $(PREFIX)/share/examples/
+	systemctl daemon-reload
+	@echo "installed; next: edit $(CONFIG_DIR)/config.toml, then systemctl enable --now fossamon"
