@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -114,8 +115,14 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Until the daemon installs its handlers, SIGHUP/SIGUSR1 would kill the process (a
+    # logrotate postrotate that meets a start): ignore them while we load.
+    for early in (signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(early, signal.SIG_IGN)
+
     import structlog  # noqa: PLC0415
 
+    from fossamon.config import config_digest, read_config_text  # noqa: PLC0415
     from fossamon.daemon import Daemon  # noqa: PLC0415
     from fossamon.log import configure_logging  # noqa: PLC0415
     from fossamon.overview import load_checked  # noqa: PLC0415
@@ -127,7 +134,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = structlog.get_logger("fossamon")
     path = args.config or default_config_path()
     try:
-        config = load_checked(path)
+        text = read_config_text(path)
+        config = load_checked(path, text)
     except ConfigError as exc:
         log.error("invalid configuration; not starting", problems=len(exc.problems))
         for problem in exc.problems:
@@ -137,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     faulthandler.enable()
     configure_logging(config.daemon.log_level, config.daemon.log_format)
     try:
-        return run_bounded(Daemon(config, path).run())
+        return run_bounded(Daemon(config, path, config_digest=config_digest(text)).run())
     except Exception:
         log.exception("fossamon crashed")
         return EX_SOFTWARE
@@ -146,6 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_reload(args: argparse.Namespace) -> int:
     from fossamon.config import peek_runtime_dir  # noqa: PLC0415
     from fossamon.control import request_reload  # noqa: PLC0415
+    from fossamon.log import under_journald  # noqa: PLC0415
     from fossamon.units import parse_duration  # noqa: PLC0415
 
     try:
@@ -158,8 +167,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "") or peek_runtime_dir(
         args.config or default_config_path()
     )
-    outcome = request_reload(runtime_dir, timeout, args.pid)
-    print(f"fossamon reload: {outcome.message}", file=sys.stdout if outcome.ok else sys.stderr)
+    config = args.config or default_config_path()
+    outcome = request_reload(runtime_dir, timeout, args.pid, config)
+    stream = sys.stdout if outcome.ok else sys.stderr
+    # under journald (ExecReload=), a refusal is an error in `journalctl -p err`
+    priority = ("<6>" if outcome.ok else "<3>") if under_journald(stream) else ""
+    print(f"{priority}fossamon reload: {outcome.message}", file=stream)
     if outcome.not_running:
         return EX_NOT_RUNNING
     return EX_OK if outcome.ok else EX_CRITICAL

@@ -9,6 +9,7 @@ a misspelt key that is silently ignored is a monitor that silently does not moni
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import re
@@ -539,12 +540,29 @@ def _parse(
 
 
 def load_config(
-    path: str | os.PathLike[str], env: typing.Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    env: typing.Mapping[str, str] | None = None,
+    *,
+    text: str | None = None,
 ) -> Config:
-    """Read and validate a config file. Relative paths inside it are relative to its folder."""
+    """Read and validate a config file. Relative paths inside it are relative to its folder.
+
+    `text`: the file's content, when the caller has read it already (to fingerprint exactly
+    the bytes that were loaded)."""
     file = str(path)
+    if text is None:
+        text = read_config_text(file)
+    return parse_config(text, file, env, base_dir=str(Path(file).resolve().parent))
+
+
+def config_digest(text: str) -> str:
+    """Fingerprint of a config file's content (what a reload loaded, vs. what is on disk)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_config_text(file: str) -> str:
     try:
-        text = Path(file).read_text(encoding="utf-8")
+        return Path(file).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([ConfigProblem(file, "", "no such file")]) from None
     except IsADirectoryError:
@@ -555,7 +573,6 @@ def load_config(
         raise ConfigError([ConfigProblem(file, "", f"not UTF-8 text: {exc.reason}")]) from None
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, "", f"cannot read: {exc.strerror}")]) from None
-    return parse_config(text, file, env, base_dir=str(Path(file).resolve().parent))
 
 
 def default_config_path(env: typing.Mapping[str, str] | None = None) -> str:

@@ -26,7 +26,8 @@ from fossamon.collectors.base import (
     metrics_for,
     target_labels,
 )
-from fossamon.control import DaemonState, remove_state, write_state
+from fossamon.config import config_digest, read_config_text
+from fossamon.control import DaemonState, process_start_ticks, remove_state, write_state
 from fossamon.errors import EX_CANTCREAT, EX_OK, ConfigError
 from fossamon.health import Health, assess
 from fossamon.log import configure_logging
@@ -62,9 +63,14 @@ class Daemon:
         *,
         observers: Sequence[BatchObserver] = (),
         notifier: Notifier | None = None,
+        config_digest: str | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
+        self.config_digest = config_digest
+        # systemd's RuntimeDirectory= wins, so `fossamon reload` (which reads the same
+        # variable) always finds us; fixed for the daemon's life: a reload cannot move it.
+        self.runtime_dir = os.environ.get("RUNTIME_DIRECTORY") or config.daemon.runtime_dir
         self.notifier = notifier or Notifier()
         self.started_at = time.time()
         self.generation = 1
@@ -93,6 +99,7 @@ class Daemon:
         self._reload_again = False
         self._heartbeat: asyncio.Task[None] | None = None
         self._state_warned = False
+        self._start_ticks = process_start_ticks()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -146,7 +153,7 @@ class Daemon:
         lines = self.metrics_out.lines_written + self.alerts_out.lines_written
         dropped = self.metrics_out.lines_dropped + self.alerts_out.lines_dropped
         self._close_outputs()
-        remove_state(self.config.daemon.runtime_dir, os.getpid())
+        remove_state(self.runtime_dir, os.getpid())
         self.notifier.close()
         log.info("stopped", cancelled_runs=cancelled, lines_written=lines, lines_dropped=dropped)
 
@@ -190,9 +197,8 @@ class Daemon:
             )
             if not self.health.ok or self._stop.is_set():
                 continue
-            if period and now - last_ping >= period / 2 - tick / 2:
-                self.notifier.watchdog()
-                last_ping = now
+            if period and now - last_ping >= period / 2 - tick / 2 and self.notifier.watchdog():
+                last_ping = now  # a ping that could not be sent is retried next tick
             if not self.ready:
                 self.notifier.extend_timeout(3 * tick + 1)
 
@@ -249,8 +255,10 @@ class Daemon:
     def _write_state(self) -> None:
         state = DaemonState(
             pid=os.getpid(),
+            start_ticks=self._start_ticks,
             started=self.started_at,
             config=self.config_path,
+            config_digest=self.config_digest,
             generation=self.generation,
             reload_requested=self.reload_requested,
             reload_completed=self.reload_completed,
@@ -258,13 +266,13 @@ class Daemon:
             last_reload_error=self.last_reload_error,
         )
         try:
-            write_state(self.config.daemon.runtime_dir, state)
+            write_state(self.runtime_dir, state)
         except OSError as exc:
             if not self._state_warned:
                 self._state_warned = True
                 log.warning(
                     "cannot write the state file; `fossamon reload` will not find this daemon",
-                    runtime_dir=self.config.daemon.runtime_dir,
+                    runtime_dir=self.runtime_dir,
                     error=str(exc),
                 )
 
@@ -302,7 +310,9 @@ class Daemon:
         self.notifier.reloading()
         log.info("reloading", config=self.config_path)
         try:
-            new = load_checked(self.config_path)
+            text = read_config_text(self.config_path)
+            self.config_digest = config_digest(text)
+            new = load_checked(self.config_path, text)
             await self._apply(new)
         except ConfigError as exc:
             self._reloaded(f"{len(exc.problems)} problem(s), first: {exc.problems[0]}")

@@ -105,9 +105,9 @@ def _rule(rule: RuleConfig) -> str:
     return text
 
 
-def load_checked(path: str) -> Config:
+def load_checked(path: str, text: str | None = None) -> Config:
     """load_config, plus the checks that need the collector registry (rule metric names)."""
-    config = load_config(path)
+    config = load_config(path, text=text)
     problems = catalogue_problems(config, path)
     if problems:
         raise ConfigError(problems)

@@ -40,6 +40,8 @@ class RunStats:
     """What the daemon (STATUS=, health, /status) knows of one collector's runs."""
 
     interval: float
+    jitter: float = 0.0
+    run_limit: float = 0.0
     added_at: float = 0.0  # monotonic; health counts a first run's lateness from here
     runs: int = 0
     failed_runs: int = 0  # runs whose batch carries at least one error
@@ -66,7 +68,12 @@ class CollectorScheduler:
         """Schedule `collector`; its first run is now unless `first_run` says otherwise."""
         name = collector.name
         self.collectors[name] = collector
-        self.stats[name] = RunStats(interval=collector.interval, added_at=time.monotonic())
+        self.stats[name] = RunStats(
+            interval=collector.interval,
+            jitter=collector.jitter,
+            run_limit=collector.run_limit,
+            added_at=time.monotonic(),
+        )
         self._scheduler.add_job(
             self._run,
             IntervalTrigger(seconds=collector.interval, jitter=collector.jitter or None),

@@ -31,10 +31,12 @@ class ScriptedCollector:
         interval: float = 1.0,
         jitter: float = 0.0,
         delay: float = 0.0,
+        run_limit: float | None = None,
     ) -> None:
         self.name = name
         self.interval = interval
         self.jitter = jitter
+        self.run_limit = delay if run_limit is None else run_limit
         self.delay = delay
         self.script = list(script)
         self.calls = 0

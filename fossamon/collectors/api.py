@@ -44,6 +44,7 @@ expect_json = { "data.items.0.status" = "open", "total" = 1 }
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import ssl
 import time
@@ -118,6 +119,9 @@ class ApiCollector:
     ) -> None:
         self.interval = config.interval
         self.jitter = config.jitter
+        # probes beyond max_concurrency wait for a slot, then get their own full timeout
+        longest = max((ep.timeout or config.timeout) for ep in config.endpoints)
+        self.run_limit = math.ceil(len(config.endpoints) / config.max_concurrency) * longest
         self._config = config
         self._resolver = resolver
         self._probes = tuple(_Probe.from_config(ep, config) for ep in config.endpoints)

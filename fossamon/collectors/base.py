@@ -19,6 +19,8 @@ class Collector(Protocol):
     name: str
     interval: float
     jitter: float
+    run_limit: float
+    """The longest a run may legitimately take (its timeouts): longer means it is wedged."""
 
     async def collect(self) -> Batch:
         """One run. Failures are returned in `Batch.errors`, never raised."""

@@ -98,6 +98,8 @@ class DbCollector:
     def __init__(self, config: DbCollectorConfig) -> None:
         self.interval = config.interval
         self.jitter = config.jitter
+        # the schema read, then each query in turn, each under its own deadline
+        self.run_limit = config.timeout + sum(q.timeout or config.timeout for q in config.queries)
         self._config = config
         self._path = config.path
         self._conn: aiosqlite.Connection | None = None

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from fossamon.config import SystemCollectorConfig
 
 
+SYSTEM_RUN_LIMIT = 10.0
+
+
 class SystemCollector:
     name = "system"
     METRICS = (
@@ -60,6 +63,8 @@ class SystemCollector:
         self.config = config
         self.interval = config.interval
         self.jitter = config.jitter
+        # psutil reads /proc and statfs: milliseconds, unless a mount hangs
+        self.run_limit = SYSTEM_RUN_LIMIT
         self._own = psutil.Process(os.getpid())
         # CPU % is a delta of /proc/stat between two readings. The first reading is taken
         # here, and each run keeps its own (psutil.cpu_percent keeps one per process, which

@@ -19,7 +19,7 @@ BOOT_TIMEOUT = 60.0
 
 
 def available() -> tuple[bool, str]:
-    for tool in ("systemd-nspawn", "nsenter", "make"):
+    for tool in ("systemd-nspawn", "nsenter", "make", "pgrep", "git"):
         if shutil.which(tool) is None:
             return False, f"{tool} (apt-get install systemd-container util-linux make)"
     if not Path("/usr/bin/python3").exists():

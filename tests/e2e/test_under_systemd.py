@@ -32,7 +32,8 @@ ARTIFACTS = REPO / "artifacts"
 METRICS = "/var/log/fossamon/performance-metrics.jsonl"
 UNIT = "fossamon.service"
 # Short watchdog and restart delay for the test only (the shipped unit says 30 s and 5 s).
-TEST_DROPIN = "[Service]\nWatchdogSec=3s\nRestartSec=1s\n"
+WATCHDOG_SEC, RESTART_SEC = 6, 1
+TEST_DROPIN = f"[Service]\nWatchdogSec={WATCHDOG_SEC}s\nRestartSec={RESTART_SEC}s\n"
 
 
 def free_port() -> int:
@@ -86,9 +87,9 @@ critical = 1
 """
 
 
-def record(line: str) -> None:
+def record(line: str, *, fresh: bool = False) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    with (ARTIFACTS / "e2e-systemd.txt").open("a", encoding="utf-8") as out:
+    with (ARTIFACTS / "e2e-systemd.txt").open("w" if fresh else "a", encoding="utf-8") as out:
         out.write(line.rstrip() + "\n")
 
 
@@ -99,15 +100,30 @@ def world(tmp_path_factory, need):
     base = tmp_path_factory.mktemp("e2e")
     base.chmod(0o755)
     wheels, src, data, etc = (base / name for name in ("wheels", "src", "data", "etc"))
-    # Every wheel fossamon needs, so `make install` in the container needs no network.
+    record(f"end-to-end run of {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", fresh=True)
+    # Every wheel fossamon needs, built by the Python the container's venv will use (Debian's),
+    # so `make install` in the container needs no network.
+    builder = base / "builder"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(builder)], check=True, timeout=120)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(wheels), str(REPO)],
+        [builder / "bin" / "pip", "wheel", "--quiet", "-w", str(wheels), str(REPO)],
         check=True,
         timeout=600,
     )
     files = subprocess.run(
         # what a clone would hold, plus files not committed yet (a developer's run)
-        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        [
+            "git",
+            "-c",
+            "safe.directory=*",
+            "-C",
+            str(REPO),
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ],
         capture_output=True,
         check=True,
     ).stdout.split(b"\0")
@@ -185,7 +201,11 @@ class World:
 
     def lines(self) -> list[dict]:
         text = self.container.run("cat", METRICS, check=False).stdout
-        return [json.loads(line) for line in text.splitlines()]
+        # only whole lines: the daemon may be writing the next one right now
+        return [json.loads(line) for line in text.split("\n")[:-1]]
+
+    def state(self) -> dict:
+        return json.loads(self.container.run("cat", "/run/fossamon/state.json").stdout)
 
     def ensure_running_good(self) -> None:
         if self.config.read_text() != self.good:
@@ -289,8 +309,11 @@ class TestReload:
         world.wait(lambda: len([x for x in world.lines() if x["collector"] == "system"]) >= 5,
                    30, "system runs")  # fmt: skip
         before = cadence(world.lines(), "system")
+        generation = world.state()["generation"]
         world.config.write_text(config_text(world.url, system_interval="500ms"))
         world.systemctl("reload", UNIT)
+        # `systemctl reload` returned after the daemon applied it, not merely after a SIGHUP
+        assert world.state()["generation"] == generation + 1
         count = len(world.lines())
         world.wait(lambda: len(world.lines()) > count + 12, 20, "runs after the reload")
         after = cadence(world.lines(), "system")
@@ -306,14 +329,20 @@ class TestReload:
         world.config.write_text(
             world.good.replace("[collectors.system]\ninterval", "[collectors.system]\nintervall")
         )
+        generation = world.state()["generation"]
         reload = world.systemctl("reload", UNIT, check=False)
         assert reload.returncode != 0
+        assert world.state()["generation"] == generation
         assert world.container.show(UNIT, "ActiveState")["ActiveState"] == "active"
         assert world.main_pid() == pid
         status = world.systemctl("status", UNIT, "--no-pager", check=False).stdout
         assert "reload failed: 1 problem(s)" in status
         journal = world.container.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
         assert "intervall: unknown key" in journal
+        errors = world.container.run(
+            "journalctl", "-u", UNIT, "-p", "err", "--no-pager", "-o", "cat"
+        ).stdout
+        assert "fossamon reload: reload rejected: 1 problem(s)" in errors
         count = len(world.lines())
         world.wait(lambda: len(world.lines()) > count + 3, 15, "collection continues")
         world.config.write_text(world.good)
@@ -322,17 +351,10 @@ class TestReload:
     def test_the_path_unit_reloads_after_an_edit(self, world):
         world.ensure_running_good()
         world.systemctl("enable", "--now", "fossamon-reload.path")
-        generation = json.loads(world.container.run("cat", "/run/fossamon/state.json").stdout)[
-            "generation"
-        ]
+        generation = world.state()["generation"]
         world.config.write_text(world.good + "\n# an edit\n")
         world.wait(
-            lambda: (
-                json.loads(world.container.run("cat", "/run/fossamon/state.json").stdout)[
-                    "generation"
-                ]
-                > generation
-            ),
+            lambda: world.state()["generation"] > generation,
             20,
             "a reload triggered by the .path unit",
         )
@@ -349,15 +371,22 @@ class TestWatchdog:
         world.container.run("kill", "-STOP", str(pid))
         new_pid = world.wait(
             lambda: (p := world.main_pid()) not in {0, pid} and p,
-            3 + 1 + 10,  # WatchdogSec + RestartSec + 10 s
+            WATCHDOG_SEC + RESTART_SEC + 10,
             "a restart with a new MainPID",
         )
         took = time.monotonic() - frozen_at
-        record(f"freeze to restart: {took:.1f} s (WatchdogSec=3s, RestartSec=1s)")
+        record(
+            f"freeze to restart: {took:.1f} s (WatchdogSec={WATCHDOG_SEC}s, "
+            f"RestartSec={RESTART_SEC}s)"
+        )
         journal = world.container.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
         assert "Watchdog timeout" in journal
-        # faulthandler put the Python stack of the frozen loop into the journal
-        assert "Fatal Python error: Aborted" in journal
+        # faulthandler put the Python stack of the frozen loop into the journal, at err
+        errors = world.container.run(
+            "journalctl", "-u", UNIT, "-p", "err", "--no-pager", "-o", "cat"
+        ).stdout
+        assert "Fatal Python error: Aborted" in errors
+        assert "Current thread" in errors or "Thread 0x" in errors
         assert new_pid != pid
         world.wait(
             lambda: world.container.show(UNIT, "ActiveState")["ActiveState"] == "active",

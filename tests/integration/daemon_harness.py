@@ -77,15 +77,31 @@ class NotifyListener:
         self.sock.bind(str(path))
         self.sock.setblocking(False)
         self.messages: list[str] = []
+        self.timed: list[tuple[float, str]] = []  # (arrival, message), for cadence checks
+        self._watch()
+
+    def _watch(self) -> None:
+        """Record arrival times as datagrams come in (when a loop is running)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.add_reader(self.sock.fileno(), self.drain)
+        self._loop = loop
 
     def drain(self) -> list[str]:
         while True:
             try:
-                self.messages.append(self.sock.recv(65536).decode("utf-8"))
+                message = self.sock.recv(65536).decode("utf-8")
             except BlockingIOError:
                 return self.messages
+            self.messages.append(message)
+            self.timed.append((time.monotonic(), message))
 
     def close(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self.sock.fileno())
         self.sock.close()
 
 

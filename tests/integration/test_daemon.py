@@ -21,7 +21,8 @@ async def target(small_demo_db):
 
 
 @pytest.fixture
-def notify(tmp_path):
+async def notify(tmp_path):
+    # async: the listener timestamps datagrams as they arrive, on the test's loop
     listener = NotifyListener(tmp_path / "notify.sock")
     yield listener
     listener.close()

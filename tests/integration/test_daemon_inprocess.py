@@ -122,3 +122,49 @@ class TestRunnerExit:
         assert done.returncode == 0
         assert time.monotonic() - began < 5
         assert b"worker threads still blocked after the stop" in done.stdout + done.stderr
+
+
+class RecordingNotifier(Notifier):
+    """The real Notifier's logic with the datagrams kept instead of sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[float, str]] = []
+
+    def notify(self, state: str) -> bool:
+        self.sent.append((time.monotonic(), state))
+        return True
+
+
+class TestWatchdogPolicy:
+    async def test_a_wedged_collector_stops_the_pings_and_says_why(self, tmp_path, monkeypatch):
+        from structlog.testing import capture_logs
+
+        from fossamon.testing import ScriptedCollector
+
+        monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+        monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+        # a run that outlives its own limit by far: wedged, not just slow
+        wedged = ScriptedCollector("wedged", [[]], interval=0.2, delay=60, run_limit=0.1)
+        monkeypatch.setattr(daemon_module, "build_collectors", lambda _: [wedged])
+        config = write_config(tmp_path / "c.toml", tmp_path)
+        notifier = RecordingNotifier()
+        daemon = Daemon(load_config(config), str(config), notifier=notifier)
+        with capture_logs() as logs:
+            task = asyncio.create_task(daemon.run())
+            await asyncio.sleep(3.0)
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, 10) == 0
+        pings = [t for t, m in notifier.sent if m == "WATCHDOG=1"]
+        # healthy for max(2 x 0.2, 1, 0.2 + 0.1 + 1) = 1.3 s, then silent
+        assert 1 <= len(pings) <= 3
+        assert pings[-1] - pings[0] < 1.5
+        (unhealthy,) = [e for e in logs if e["event"] == "unhealthy; not pinging the watchdog"]
+        assert unhealthy["reasons"].startswith("wedged: no run finished for ")
+        assert not daemon.health.ok
+        statuses = [m for _, m in notifier.sent if m.startswith("STATUS=")]
+        assert statuses == [] or "unhealthy" in statuses[-1]
+        # the start-up (never READY: the collector never ran) is extended only while healthy
+        extensions = [t for t, m in notifier.sent if m.startswith("EXTEND_TIMEOUT_USEC")]
+        assert extensions
+        assert max(extensions) - notifier.sent[0][0] < 1.6

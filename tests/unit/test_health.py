@@ -43,3 +43,14 @@ class TestAssess:
     def test_failed_runs_are_not_ill_health(self):
         failing = RunStats(interval=15, added_at=0, last_end=99, runs=5, failed_runs=5)
         assert assess(stats(api=failing), now=100, loop_lag=0, period=30, lag_limit=15).ok
+
+
+def test_a_run_may_last_its_own_timeouts_before_it_counts_as_wedged():
+    # api every 15 s with a 40 s timeout, watchdog 30 s: a hung target makes runs last 40 s,
+    # the overlapping ones are skipped, so runs finish about every 45 s. That is a target
+    # problem, not a monitor problem.
+    api = RunStats(interval=15, jitter=2, run_limit=40, added_at=0, last_end=100, runs=3)
+    allowed = 15 + 2 + 40 + 1
+    assert assess({"api": api}, now=100 + allowed - 0.5, loop_lag=0, period=30, lag_limit=15).ok
+    late = assess({"api": api}, now=100 + allowed + 0.5, loop_lag=0, period=30, lag_limit=15)
+    assert late.reasons == ("api: no run finished for 58.5s (allowed 58s)",)
