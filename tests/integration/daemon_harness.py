@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -160,3 +161,12 @@ async def start_daemon(config: Path, tmp_path: Path, env: dict[str, str] | None 
 
 def collectors_seen(lines: list[dict]) -> set[str]:
     return {line["collector"] for line in lines}
+
+
+def make_big_db(path: Path) -> Path:
+    """3,000 rows: a three-way cross join over them runs for minutes (until interrupted)."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.executemany("INSERT INTO t VALUES (?)", ((i,) for i in range(3000)))
+    conn.close()
+    return path

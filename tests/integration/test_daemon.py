@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from daemon_harness import NotifyListener, collectors_seen, daemon_config, start_daemon
+from daemon_harness import collectors_seen, daemon_config, make_big_db, start_daemon
 
 from fossamon.demo.target import DemoTarget
 
@@ -18,14 +18,6 @@ from fossamon.demo.target import DemoTarget
 async def target(small_demo_db):
     async with DemoTarget(small_demo_db) as running:
         yield running
-
-
-@pytest.fixture
-async def notify(tmp_path):
-    # async: the listener timestamps datagrams as they arrive, on the test's loop
-    listener = NotifyListener(tmp_path / "notify.sock")
-    yield listener
-    listener.close()
 
 
 class TestRun:
@@ -208,16 +200,6 @@ class TestBadConfig:
         assert daemon.proc.returncode == 73
         assert daemon.proc.stderr is not None
         assert b"cannot start" in await daemon.proc.stderr.read()
-
-
-def make_big_db(path: Path) -> Path:
-    import sqlite3
-
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE t (x INTEGER)")
-        conn.executemany("INSERT INTO t VALUES (?)", ((i,) for i in range(3000)))
-    conn.close()
-    return path
 
 
 class TestStopIsBounded:

@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from daemon_harness import NotifyListener, start_daemon
+from daemon_harness import make_big_db, start_daemon
 
 from fossamon.control import read_state
 
@@ -65,14 +65,6 @@ async def fossamon_reload(config) -> tuple[int, str]:
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode()
-
-
-@pytest.fixture
-async def notify(tmp_path):
-    # async: the listener timestamps datagrams as they arrive, on the test's loop
-    listener = NotifyListener(tmp_path / "notify.sock")
-    yield listener
-    listener.close()
 
 
 class TestConversation:
@@ -176,13 +168,7 @@ class TestWatchdog:
 
 class TestStartup:
     async def test_a_slow_first_run_extends_the_start_timeout(self, tmp_path, notify):
-        db = tmp_path / "big.db"
-        import sqlite3
-
-        with sqlite3.connect(db) as conn:
-            conn.execute("CREATE TABLE t (x INTEGER)")
-            conn.executemany("INSERT INTO t VALUES (?)", ((i,) for i in range(3000)))
-        conn.close()
+        db = make_big_db(tmp_path / "big.db")
         # a first db run that takes 2.5 s (interrupted at its timeout), on a 10 s interval
         extra = (
             f'[collectors.db]\ninterval = "10s"\npath = "{db}"\ntimeout = "2500ms"\n'
@@ -205,13 +191,7 @@ class TestStartup:
     async def test_no_ready_after_stopping_when_a_first_run_ends_in_the_grace(
         self, tmp_path, notify
     ):
-        db = tmp_path / "big.db"
-        import sqlite3
-
-        with sqlite3.connect(db) as conn:
-            conn.execute("CREATE TABLE t (x INTEGER)")
-            conn.executemany("INSERT INTO t VALUES (?)", ((i,) for i in range(3000)))
-        conn.close()
+        db = make_big_db(tmp_path / "big.db")
         extra = (
             f'[collectors.db]\ninterval = "10s"\npath = "{db}"\ntimeout = "1500ms"\n'
             '[[collectors.db.queries]]\nname = "slow"\nsql = "SELECT count(*) FROM t a, t b, t c"\n'
