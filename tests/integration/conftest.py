@@ -1,7 +1,22 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
-from daemon_harness import NotifyListener
+from daemon_harness import STARTED, NotifyListener
+
+
+@pytest.fixture(autouse=True)
+async def no_daemon_outlives_its_test():
+    """A test that fails half-way must not leave its `fossamon run` behind."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.wait_for(proc.wait(), 10)
 
 
 @pytest.fixture

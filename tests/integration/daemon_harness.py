@@ -142,6 +142,9 @@ class Daemon:
         return self.proc.returncode or 0, time.monotonic() - began
 
 
+STARTED: list[asyncio.subprocess.Process] = []  # killed after each test (conftest), pass or fail
+
+
 async def start_daemon(config: Path, tmp_path: Path, env: dict[str, str] | None = None) -> Daemon:
     full_env = {k: v for k, v in os.environ.items() if k not in {"NOTIFY_SOCKET", "JOURNAL_STREAM"}}
     full_env.update(env or {})
@@ -156,6 +159,7 @@ async def start_daemon(config: Path, tmp_path: Path, env: dict[str, str] | None 
         stderr=asyncio.subprocess.PIPE,
         env=full_env,
     )
+    STARTED.append(proc)
     return Daemon(proc, tmp_path)
 
 
