@@ -134,7 +134,7 @@ class Daemon:
             rules=len(self.config.rules),
             metrics_file=str(self.metrics_out.path),
             alerts_file=str(self.alerts_out.path),
-            watchdog=format_duration(watchdog_period() or 0) if watchdog_period() else "off",
+            watchdog=format_duration(period) if (period := watchdog_period()) else "off",
         )
 
     def request_stop(self) -> None:
@@ -216,12 +216,13 @@ class Daemon:
         self.pipeline.ingest(batch)
         if self._stop.is_set():
             return  # after STOPPING=1, a READY=1 or a fresh STATUS would mislead systemd
+        status = self.status_line()
         if not self.ready and self.scheduler.all_ran_once():
             self.ready = True
-            self.notifier.ready(self.status_line())
-            log.info("ready: every collector has run once", status=self.status_line())
+            self.notifier.ready(status)
+            log.info("ready: every collector has run once", status=status)
         else:
-            self.notifier.status(self.status_line())
+            self.notifier.status(status)
 
     def status_line(self) -> str:
         """The one-line summary for `systemctl status` (STATUS=)."""

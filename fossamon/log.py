@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 import structlog
 from structlog.dev import ConsoleRenderer, plain_traceback
@@ -132,7 +132,3 @@ def configure_logging(
     # the scheduling module reports what matters in our words.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     return fmt
-
-
-def bind(**values: Any) -> None:
-    structlog.contextvars.bind_contextvars(**values)

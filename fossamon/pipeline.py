@@ -44,11 +44,8 @@ class Pipeline:
         self.metrics_out = metrics_out
         self.alerts_out = alerts_out
         self.observers = list(observers)
-        self.batches = 0
-        self.events = 0
 
     def ingest(self, batch: Batch) -> list[AlertEvent]:
-        self.batches += 1
         if self.metrics_out is not None:
             self.metrics_out.write(batch.to_json(self.host))
         self.history.add_batch(batch)
@@ -67,7 +64,6 @@ class Pipeline:
 
     def emit(self, events: Sequence[AlertEvent]) -> None:
         for event in events:
-            self.events += 1
             if self.alerts_out is not None:
                 self.alerts_out.write(event.to_json(self.host))
             log_event(event)

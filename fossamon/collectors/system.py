@@ -70,7 +70,6 @@ class SystemCollector:
         # here, and each run keeps its own (psutil.cpu_percent keeps one per process, which
         # any other caller in the process would reset under us).
         self._cpu_before = _cpu_reading(per_cpu=config.per_cpu)
-        self.primed_at = time.monotonic()
 
     @classmethod
     def metrics_for(cls, config: SystemCollectorConfig) -> set[str]:
@@ -83,7 +82,6 @@ class SystemCollector:
     def restart_cpu_window(self) -> None:
         """Make the next run's CPU % cover only the time from now (for one-shot use)."""
         self._cpu_before = _cpu_reading(per_cpu=self.config.per_cpu)
-        self.primed_at = time.monotonic()
 
     async def collect(self) -> Batch:
         ts = time.time()

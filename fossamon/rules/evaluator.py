@@ -127,9 +127,6 @@ class Evaluator:
         self.states = {k: v for k, v in self.states.items() if k[0] in unchanged}
         return events
 
-    def metrics(self) -> set[str]:
-        return {rule.config.metric for rule in self.rules}
-
     def retention(self) -> dict[str, float]:
         """How much history each metric needs: the longest window of the rules reading it."""
         needed: dict[str, float] = {}

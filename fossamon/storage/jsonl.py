@@ -140,18 +140,18 @@ class JsonlWriter:
         if self.fd is None:
             self.open()
         assert self.fd is not None
-        size_before = os.fstat(self.fd).st_size
         written = os.write(self.fd, data)
         if written != len(data):
             # The disk filled mid-line: cut the partial line off again, so no reader ever
-            # sees it, and count the batch as dropped.
-            self._truncate(size_before)
+            # sees it, and count the batch as dropped. (Only we append to the file, so the
+            # partial bytes are the last `written` ones.)
+            self._cut_last(written)
             raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
 
-    def _truncate(self, size: int) -> None:
+    def _cut_last(self, count: int) -> None:
         try:
             if self.fd is not None:
-                os.ftruncate(self.fd, size)
+                os.ftruncate(self.fd, os.fstat(self.fd).st_size - count)
         except OSError:
             pass  # the next open() terminates the partial line instead
 

@@ -204,6 +204,13 @@ class World:
         # only whole lines: the daemon may be writing the next one right now
         return [json.loads(line) for line in text.split("\n")[:-1]]
 
+    def journal(self, priority: str | None = None) -> str:
+        """The unit's journal, message text only; `priority`: that level and worse."""
+        level = ["-p", priority] if priority else []
+        return self.container.run(
+            "journalctl", "-u", UNIT, *level, "--no-pager", "-o", "cat"
+        ).stdout
+
     def state(self) -> dict:
         return json.loads(self.container.run("cat", "/run/fossamon/state.json").stdout)
 
@@ -291,12 +298,10 @@ class TestStart:
 
     def test_journal_priorities_filter_warnings(self, world):
         world.ensure_running_good()
-        out = world.container.run(
-            "journalctl", "-u", UNIT, "-p", "warning", "--no-pager", "-o", "cat"
-        ).stdout
+        out = world.journal("warning")
         assert "config: probably not what was meant" in out
         assert "'helth' matches nothing configured" in out
-        everything = world.container.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
+        everything = world.journal()
         assert "fossamon started" in everything  # an info line exists …
         assert "fossamon started" not in out  # … and -p warning leaves it out
         assert "ready: every collector has run once" not in out
@@ -337,11 +342,9 @@ class TestReload:
         assert world.main_pid() == pid
         status = world.systemctl("status", UNIT, "--no-pager", check=False).stdout
         assert "reload failed: 1 problem(s)" in status
-        journal = world.container.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
+        journal = world.journal()
         assert "intervall: unknown key" in journal
-        errors = world.container.run(
-            "journalctl", "-u", UNIT, "-p", "err", "--no-pager", "-o", "cat"
-        ).stdout
+        errors = world.journal("err")
         assert "fossamon reload: reload rejected: 1 problem(s)" in errors
         count = len(world.lines())
         world.wait(lambda: len(world.lines()) > count + 3, 15, "collection continues")
@@ -379,12 +382,10 @@ class TestWatchdog:
             f"freeze to restart: {took:.1f} s (WatchdogSec={WATCHDOG_SEC}s, "
             f"RestartSec={RESTART_SEC}s)"
         )
-        journal = world.container.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
+        journal = world.journal()
         assert "Watchdog timeout" in journal
         # faulthandler put the Python stack of the frozen loop into the journal, at err
-        errors = world.container.run(
-            "journalctl", "-u", UNIT, "-p", "err", "--no-pager", "-o", "cat"
-        ).stdout
+        errors = world.journal("err")
         assert "Fatal Python error: Aborted" in errors
         assert "Current thread" in errors or "Thread 0x" in errors
         assert new_pid != pid
@@ -426,9 +427,7 @@ class TestStop:
             "ExecMainStatus": "78",
             "NRestarts": "0",
         }
-        errors = world.container.run(
-            "journalctl", "-u", UNIT, "-p", "err", "--no-pager", "-o", "cat"
-        ).stdout
+        errors = world.journal("err")
         assert 'collectors.api.intervl: unknown key (did you mean "interval"?)' in errors
         world.config.write_text(world.good)
         world.systemctl("reset-failed", UNIT)
