@@ -10,7 +10,6 @@ import sys
 from typing import TYPE_CHECKING
 
 from fossamon import __version__
-from fossamon.config import Config, default_config_path
 from fossamon.errors import (
     EX_CONFIG,
     EX_CRITICAL,
@@ -23,6 +22,8 @@ from fossamon.errors import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+    from fossamon.config import Config
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(path_arg: str | None) -> tuple[Config | None, str]:
     from fossamon.overview import load_checked  # noqa: PLC0415 - keep startup lean
 
-    path = path_arg or default_config_path()
+    path = _config_path(path_arg)
     try:
         return load_checked(path), path
     except ConfigError as exc:
@@ -114,11 +115,27 @@ def cmd_once(args: argparse.Namespace) -> int:
     return run_bounded(once())
 
 
+def _config_path(given: str | None) -> str:
+    # imported here: fossamon.config pulls in pydantic, and `fossamon run` must reach its
+    # early signal handling (cmd_run) quickly
+    from fossamon.config import default_config_path  # noqa: PLC0415
+
+    return given or default_config_path()
+
+
+def _exit_before_start(_signum: int, _frame: object) -> None:
+    raise SystemExit(EX_OK)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Until the daemon installs its handlers, SIGHUP/SIGUSR1 would kill the process (a
-    # logrotate postrotate that meets a start): ignore them while we load.
+    # logrotate postrotate that meets a start): ignore them while we load. A stop request
+    # that early has nothing to flush yet: leave at once, but as a clean exit (0), not as
+    # "killed by SIGTERM".
     for early in (signal.SIGHUP, signal.SIGUSR1):
         signal.signal(early, signal.SIG_IGN)
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, _exit_before_start)
 
     import structlog  # noqa: PLC0415
 
@@ -132,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # arrives with an error priority (`journalctl -p err` shows why the unit failed).
     configure_logging("info", "auto")
     log = structlog.get_logger("fossamon")
-    path = args.config or default_config_path()
+    path = _config_path(args.config)
     try:
         text = read_config_text(path)
         config = load_checked(path, text)
@@ -165,9 +182,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     # Where the daemon keeps state.json: systemd tells us; else the config says (even when
     # it is the broken edit being reloaded, which the daemon must still get to reject).
     runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "") or peek_runtime_dir(
-        args.config or default_config_path()
+        _config_path(args.config)
     )
-    config = args.config or default_config_path()
+    config = _config_path(args.config)
     outcome = request_reload(runtime_dir, timeout, args.pid, config)
     stream = sys.stdout if outcome.ok else sys.stderr
     # under journald (ExecReload=), a refusal is an error in `journalctl -p err`
