@@ -242,7 +242,21 @@ class CollectorsConfig(_Section):
     db: DbCollectorConfig | None = None
 
 
-Aggregate = Literal["last", "avg", "min", "max", "p50", "p90", "p95", "p99", "rate", "slope"]
+Aggregate = Literal[
+    "last", "avg", "min", "max", "p50", "p90", "p95", "p99", "rate", "slope", "predict"
+]
+SeverityName = Literal["warning", "critical"]
+NoData = Literal["alert", "keep", "ok"]
+
+
+def _matcher(value: str) -> str:
+    from fossamon.matchers import parse_matcher  # noqa: PLC0415 - avoid an import cycle
+
+    parse_matcher(value)  # raises ValueError with the reason
+    return value
+
+
+Matcher = Annotated[str, AfterValidator(_matcher)]
 
 
 class RuleConfig(_Section):
@@ -251,12 +265,114 @@ class RuleConfig(_Section):
     labels: dict[str, str] = Field(default_factory=dict)
     aggregate: Aggregate = "last"
     window: PositiveDuration | None = None
+    predict_ahead: PositiveDuration | None = None
     direction: Literal["above", "below"] = "above"
     warning: Threshold | None = None
     critical: Threshold | None = None
     clear: Threshold | None = None
+    clear_warning: Threshold | None = None
+    clear_critical: Threshold | None = None
     for_: Duration = Field(default=0.0, alias="for")
+    keep_firing_for: Duration = 0.0
+    repeat_every: Duration = 0.0
+    repeat_every_warning: Duration | None = None
+    repeat_every_critical: Duration | None = None
+    no_data: NoData = "alert"
+    no_data_after: PositiveDuration | None = None
+    flap_threshold: Annotated[int, Field(ge=0, le=1000)] = 6
+    flap_window: PositiveDuration = 600.0
     summary: str | None = None
+
+
+def _datetime(value: Any) -> Any:
+    """TOML's own datetime, or an ISO-8601 string; a time without a zone is refused."""
+    import datetime as dt  # noqa: PLC0415
+
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"expected an ISO-8601 date-time, got {value!r}") from None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"give a time zone (e.g. {value.isoformat()}Z), got {value}")
+        return value.timestamp()
+    raise ValueError(f"expected a date-time like 2026-12-01T08:00:00Z, got {value!r}")
+
+
+Timestamp = Annotated[float, BeforeValidator(_datetime)]
+
+
+class SilenceConfig(_Section):
+    matchers: list[Matcher] = Field(min_length=1)
+    until: Timestamp
+    starts: Timestamp | None = None
+    comment: Annotated[str, Field(min_length=1)]
+    created_by: str = "config"
+
+
+class _SinkBase(_Section):
+    name: Name | None = None
+    min_severity: SeverityName = "warning"
+    rules: list[str] = Field(default_factory=list)
+    matchers: list[Matcher] = Field(default_factory=list)
+    send_resolved: bool = True
+    queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    timeout: PositiveDuration = 10.0
+    retries: Annotated[int, Field(ge=0, le=1000)] = 5
+    backoff: PositiveDuration = 1.0
+    backoff_max: PositiveDuration = 60.0
+
+
+class JsonlSinkConfig(_SinkBase):
+    type: Literal["jsonl"]
+    path: FilePath
+
+
+class LogSinkConfig(_SinkBase):
+    type: Literal["log"]
+
+
+class WebhookSinkConfig(_SinkBase):
+    type: Literal["webhook"]
+    url: Annotated[HttpUrl, Field(min_length=1)]
+    headers: Headers = Field(default_factory=dict)
+    bearer_token: str | None = None
+    format: Literal["fossamon", "slack"] = "fossamon"
+
+
+class AlertmanagerSinkConfig(_SinkBase):
+    type: Literal["alertmanager"]
+    url: Annotated[HttpUrl, Field(min_length=1)]
+    headers: Headers = Field(default_factory=dict)
+    bearer_token: str | None = None
+    resend_every: PositiveDuration = 60.0
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ExecSinkConfig(_SinkBase):
+    type: Literal["exec"]
+    command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+SinkConfig = Annotated[
+    JsonlSinkConfig | LogSinkConfig | WebhookSinkConfig | AlertmanagerSinkConfig | ExecSinkConfig,
+    Field(discriminator="type"),
+]
+
+
+SINK_MODELS: dict[str, type[_SinkBase]] = {
+    "jsonl": JsonlSinkConfig,
+    "log": LogSinkConfig,
+    "webhook": WebhookSinkConfig,
+    "alertmanager": AlertmanagerSinkConfig,
+    "exec": ExecSinkConfig,
+}
+
+
+def sink_name(sink: SinkConfig) -> str:
+    return sink.name or sink.type
 
 
 class Config(_Section):
@@ -264,6 +380,14 @@ class Config(_Section):
     output: OutputConfig = OutputConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     rules: list[RuleConfig] = Field(default_factory=list)
+    silences: list[SilenceConfig] = Field(default_factory=list)
+    # None: the default, a log sink (the alerts JSONL file records every event regardless).
+    sinks: list[SinkConfig] | None = None
+
+    def effective_sinks(self) -> list[SinkConfig]:
+        if self.sinks is None:
+            return [LogSinkConfig(type="log")]
+        return list(self.sinks)
 
     def host(self) -> str:
         import socket  # noqa: PLC0415 - only needed when no hostname is configured
@@ -315,9 +439,24 @@ def _walk_env(
     return node
 
 
+def _untagged(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """pydantic puts a tagged union's tag in the path (`sinks[0].webhook.url`); operators
+    never wrote that key, so the path leaves it out."""
+    if len(loc) >= 3 and loc[0] == "sinks" and loc[2] in SINK_MODELS:  # noqa: PLR2004
+        return (*loc[:2], *loc[3:])
+    return loc
+
+
+def _error_loc(error: Any) -> tuple[int | str, ...]:
+    loc = tuple(error["loc"])
+    if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+        return (*loc, "type")
+    return loc
+
+
 def format_key_path(loc: tuple[int | str, ...]) -> str:
     out = ""
-    for part in loc:
+    for part in _untagged(loc):
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -327,7 +466,11 @@ def format_key_path(loc: tuple[int | str, ...]) -> str:
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The model class that holds the key at `loc` (to suggest a spelling for an unknown key)."""
-    model: type[BaseModel] = Config
+    if len(loc) >= 3 and loc[0] == "sinks" and loc[2] in SINK_MODELS:  # noqa: PLR2004
+        model: type[BaseModel] = SINK_MODELS[str(loc[2])]
+        loc = loc[3:]
+    else:
+        model = Config
     for part in loc:
         if isinstance(part, int):
             continue
@@ -370,6 +513,11 @@ def _describe(error: Any) -> str:
         return f"unknown key{hint}"
     if kind == "missing":
         return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"unknown sink type {error['ctx']['tag']!r}; expected one of {', '.join(SINK_MODELS)}"
+    if kind == "union_tag_not_found":
+        return f'needs a "type": one of {", ".join(SINK_MODELS)}'
+
     msg = str(msg).removeprefix("Value error, ")
     if kind in {"value_error", "assertion_error"}:
         return msg
@@ -405,6 +553,8 @@ def _semantic_problems(config: Config, file: str) -> list[ConfigProblem]:
     for i, rule in enumerate(config.rules):
         problems.extend(_rule_problems(rule, f"rules[{i}]", file))
     problems.extend(_duplicate_names([r.name for r in config.rules], "rules", file))
+    problems.extend(_sink_problems(config, file))
+    problems.extend(_silence_problems(config, file))
     return problems
 
 
@@ -434,12 +584,15 @@ def _output_problems(config: Config, file: str) -> list[ConfigProblem]:
     return problems
 
 
-def _duplicate_names(names: list[str], where: str, file: str) -> list[ConfigProblem]:
+def _duplicate_names(
+    names: list[str], where: str, file: str, hint: str = ""
+) -> list[ConfigProblem]:
     seen: set[str] = set()
     problems = []
     for i, name in enumerate(names):
         if name in seen:
-            problems.append(ConfigProblem(file, f"{where}[{i}].name", f'duplicate name "{name}"'))
+            message = f'duplicate name "{name}"{hint}'
+            problems.append(ConfigProblem(file, f"{where}[{i}].name", message))
         seen.add(name)
     return problems
 
@@ -481,24 +634,87 @@ def _rule_problems(rule: RuleConfig, where: str, file: str) -> list[ConfigProble
                     f'for direction "{rule.direction}", got {rule.warning:g}',
                 )
             )
-    if rule.clear is not None:
-        first = min(levels) if above else max(levels)
-        wrong_side = rule.clear > first if above else rule.clear < first
-        if wrong_side:
-            side = "below" if above else "above"
-            problems.append(
-                ConfigProblem(
-                    file,
-                    f"{where}.clear",
-                    f"must be {side} the first level ({first:g}) so recovery is a real "
-                    f"recovery, got {rule.clear:g}",
-                )
+    problems.extend(_clear_problems(rule, where, file))
+    if rule.aggregate == "predict" and rule.predict_ahead is None:
+        problems.append(
+            ConfigProblem(
+                file, f"{where}.predict_ahead", 'aggregate "predict" needs predict_ahead (e.g. "24h")'
             )
+        )
+    if rule.predict_ahead is not None and rule.aggregate != "predict":
+        problems.append(
+            ConfigProblem(
+                file, f"{where}.predict_ahead", 'only means something with aggregate = "predict"'
+            )
+        )
     if rule.aggregate != "last" and rule.window is None:
         problems.append(
             ConfigProblem(file, f"{where}.window", f'aggregate "{rule.aggregate}" needs a window')
         )
     return problems
+
+
+def _clear_problems(rule: RuleConfig, where: str, file: str) -> list[ConfigProblem]:
+    """Each clear level must sit on the recovered side of the level it clears."""
+    problems: list[ConfigProblem] = []
+    above = rule.direction == "above"
+    lowest = "warning" if rule.warning is not None else "critical"
+    if rule.clear is not None and getattr(rule, f"clear_{lowest}") is not None:
+        message = f'give "clear" or "clear_{lowest}", not both (they are the same level)'
+        problems.append(ConfigProblem(file, f"{where}.clear", message))
+    for key, clear, level_name in (
+        ("clear", rule.clear, lowest),
+        ("clear_warning", rule.clear_warning, "warning"),
+        ("clear_critical", rule.clear_critical, "critical"),
+    ):
+        if clear is None:
+            continue
+        level = getattr(rule, level_name)
+        if level is None:
+            message = f'clears the {level_name} level, but the rule has no "{level_name}"'
+            problems.append(ConfigProblem(file, f"{where}.{key}", message))
+            continue
+        if clear > level if above else clear < level:
+            side = "at or below" if above else "at or above"
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.{key}",
+                    f"must be {side} the {level_name} level ({level:g}) so recovery is a real "
+                    f"recovery, got {clear:g}",
+                )
+            )
+    return problems
+
+
+def _sink_problems(config: Config, file: str) -> list[ConfigProblem]:
+    if config.sinks is None:
+        return []
+    problems = _duplicate_names(
+        [sink_name(s) for s in config.sinks], "sinks", file, hint=' (give each a "name")'
+    )
+    taken = {
+        os.path.realpath(config.output.metrics.path): "output.metrics.path",
+        os.path.realpath(config.output.alerts.path): "output.alerts.path",
+    }
+    if config.collectors.db is not None:
+        taken[os.path.realpath(config.collectors.db.path)] = "collectors.db.path"
+    for i, sink in enumerate(config.sinks):
+        if isinstance(sink, JsonlSinkConfig):
+            real = os.path.realpath(sink.path)
+            if real in taken:
+                message = f"is the same file as {taken[real]} ({real})"
+                problems.append(ConfigProblem(file, f"sinks[{i}].path", message))
+            taken[real] = f"sinks[{i}].path"
+    return problems
+
+
+def _silence_problems(config: Config, file: str) -> list[ConfigProblem]:
+    return [
+        ConfigProblem(file, f"silences[{i}].until", 'must be later than "starts"')
+        for i, silence in enumerate(config.silences)
+        if silence.starts is not None and silence.until <= silence.starts
+    ]
 
 
 def parse_config(
@@ -529,7 +745,7 @@ def _parse(
         config = Config.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as exc:
         problems = [
-            ConfigProblem(file, format_key_path(tuple(err["loc"])), _describe(err))
+            ConfigProblem(file, format_key_path(_error_loc(err)), _describe(err))
             for err in exc.errors()
         ]
         raise ConfigError(problems) from None

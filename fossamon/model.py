@@ -132,10 +132,20 @@ class Severity(enum.IntEnum):
 
 
 class EventKind(enum.StrEnum):
+    """What happened to one alert series (one fingerprint).
+
+    An episode opens with `firing` or `nodata` and closes with `resolved`; in between come
+    `escalated`/`deescalated` (severity changed), `repeat` (still firing, re-sent), `nodata`
+    (its data stopped while firing) and `flapping` (held: it changes state too often).
+    """
+
     FIRING = "firing"
     ESCALATED = "escalated"
     DEESCALATED = "deescalated"
+    REPEAT = "repeat"
     RESOLVED = "resolved"
+    NODATA = "nodata"
+    FLAPPING = "flapping"
 
 
 def fingerprint(rule: str, labels: Labels) -> str:
@@ -159,6 +169,14 @@ class AlertEvent:
     aggregate: str = ""
     window: float = 0.0
     fingerprint: str = field(default="")
+    # the severity sinks knew before this event: a critical-only sink hears the end of a
+    # critical alert (deescalated to warning, or resolved) even though the event is not critical
+    previous: Severity = Severity.OK
+    silenced_by: str | None = None  # id of the silence that matched (recorded, not notified)
+
+    @property
+    def key(self) -> str:
+        return self.fingerprint or fingerprint(self.rule, self.labels)
 
     def to_json(self, host: str) -> dict[str, Any]:
         return {
@@ -176,5 +194,7 @@ class AlertEvent:
             "metric": self.metric,
             "aggregate": self.aggregate,
             "window_seconds": self.window,
-            "fingerprint": self.fingerprint or fingerprint(self.rule, self.labels),
+            "fingerprint": self.key,
+            "previous_severity": self.previous.label,
+            "silenced_by": self.silenced_by,
         }
