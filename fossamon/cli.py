@@ -19,6 +19,7 @@ from fossamon.errors import (
     EX_USAGE,
     ConfigError,
 )
+from fossamon.silences import add_silence_parser, run_silence_command
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", metavar="DIR", help="where to keep the demo files (default: temp)")
     demo.add_argument("--port", type=int, default=0, help="port for the stand-in (default: free)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    add_silence_parser(commands)
     return parser
 
 
@@ -207,6 +209,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "once": cmd_once,
     "reload": cmd_reload,
     "demo": cmd_demo,
+    "silence": run_silence_command,
 }
 
 

@@ -442,7 +442,7 @@ def _walk_env(
 def _untagged(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     """pydantic puts a tagged union's tag in the path (`sinks[0].webhook.url`); operators
     never wrote that key, so the path leaves it out."""
-    if len(loc) >= 3 and loc[0] == "sinks" and loc[2] in SINK_MODELS:  # noqa: PLR2004
+    if len(loc) >= 3 and loc[0] == "sinks" and loc[2] in SINK_MODELS:
         return (*loc[:2], *loc[3:])
     return loc
 
@@ -466,7 +466,7 @@ def format_key_path(loc: tuple[int | str, ...]) -> str:
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The model class that holds the key at `loc` (to suggest a spelling for an unknown key)."""
-    if len(loc) >= 3 and loc[0] == "sinks" and loc[2] in SINK_MODELS:  # noqa: PLR2004
+    if len(loc) >= 3 and loc[0] == "sinks" and loc[2] in SINK_MODELS:
         model: type[BaseModel] = SINK_MODELS[str(loc[2])]
         loc = loc[3:]
     else:
@@ -514,7 +514,8 @@ def _describe(error: Any) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
-        return f"unknown sink type {error['ctx']['tag']!r}; expected one of {', '.join(SINK_MODELS)}"
+        tag = error["ctx"]["tag"]
+        return f"unknown sink type {tag!r}; expected one of {', '.join(SINK_MODELS)}"
     if kind == "union_tag_not_found":
         return f'needs a "type": one of {", ".join(SINK_MODELS)}'
 
@@ -638,7 +639,9 @@ def _rule_problems(rule: RuleConfig, where: str, file: str) -> list[ConfigProble
     if rule.aggregate == "predict" and rule.predict_ahead is None:
         problems.append(
             ConfigProblem(
-                file, f"{where}.predict_ahead", 'aggregate "predict" needs predict_ahead (e.g. "24h")'
+                file,
+                f"{where}.predict_ahead",
+                'aggregate "predict" needs predict_ahead (e.g. "24h")',
             )
         )
     if rule.predict_ahead is not None and rule.aggregate != "predict":

@@ -15,10 +15,12 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from fossamon.alerting import AlertDispatcher, no_data_defaults
 from fossamon.collectors.base import (
     build_collectors,
     collector_class,
@@ -31,13 +33,16 @@ from fossamon.control import DaemonState, process_start_ticks, remove_state, wri
 from fossamon.errors import EX_CANTCREAT, EX_OK, ConfigError
 from fossamon.health import Health, assess
 from fossamon.log import configure_logging
+from fossamon.model import Severity
 from fossamon.overview import load_checked
 from fossamon.overview import warnings as config_warnings
 from fossamon.pipeline import Pipeline
+from fossamon.redact import set_secrets_from_config
 from fossamon.rules.evaluator import Evaluator
 from fossamon.rules.windows import History
 from fossamon.scheduling import CollectorScheduler
 from fossamon.storage.jsonl import JsonlWriter
+from fossamon.storage.state import STATE_FILE, StateStore, StateStoreError
 from fossamon.systemd import Notifier, watchdog_period
 from fossamon.units import format_duration
 
@@ -53,6 +58,7 @@ log = structlog.get_logger(__name__)
 
 # Without a watchdog the heartbeat still runs (start-up extensions, health transitions).
 DEFAULT_TICK = 1.0
+ALERT_TICK = 1.0
 
 
 class Daemon:
@@ -82,14 +88,15 @@ class Daemon:
         self.reload_completed = 0
         self.metrics_out = JsonlWriter(config.output.metrics.path)
         self.alerts_out = JsonlWriter(config.output.alerts.path)
-        self.evaluator = Evaluator(config.rules)
+        self.evaluator = Evaluator(config.rules, no_data_after=no_data_defaults(config))
         self.history = History(self.evaluator.retention())
+        self.alerts = AlertDispatcher(config.host(), self.evaluator, self.alerts_out)
         self.pipeline = Pipeline(
             config.host(),
             self.history,
             self.evaluator,
             self.metrics_out,
-            self.alerts_out,
+            self.alerts,
             observers,
         )
         self.scheduler = CollectorScheduler(self._on_batch)
@@ -98,6 +105,7 @@ class Daemon:
         self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
         self._heartbeat: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._state_warned = False
         self._start_ticks = process_start_ticks()
 
@@ -105,6 +113,7 @@ class Daemon:
 
     async def run(self) -> int:
         """The daemon's life; returns the process exit status."""
+        set_secrets_from_config(self.config)
         self._install_signal_handlers()
         try:
             self.metrics_out.open()
@@ -113,11 +122,23 @@ class Daemon:
             log.error("cannot start: an output file cannot be opened", error=str(exc))
             self._close_outputs()
             return EX_CANTCREAT
+        store_path = str(Path(self.config.daemon.state_dir) / STATE_FILE)
         try:
+            store = await StateStore.open(store_path, recover=True)
+        except (OSError, StateStoreError) as exc:
+            log.error(
+                "cannot start: the state store cannot be opened", path=store_path, error=str(exc)
+            )
+            self._close_outputs()
+            return EX_CANTCREAT
+        try:
+            await self.alerts.start(store, time.time(), self.config)
             self._log_warnings(self.config)
             self._start_collectors()
             self._write_state()
-            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+            loop = asyncio.get_running_loop()
+            self._heartbeat = loop.create_task(self._beat())
+            self._ticker = loop.create_task(self._tick_alerts())
             await self._stop.wait()
         finally:
             await self.shutdown()
@@ -145,11 +166,12 @@ class Daemon:
         self.notifier.stopping("stopping")
         grace = self.config.daemon.shutdown_grace
         log.info("stopping", grace=format_duration(grace))
-        for task in (self._reloading, self._heartbeat):
+        for task in (self._reloading, self._heartbeat, self._ticker):
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.wait([task], timeout=grace)
         cancelled = await self.scheduler.stop(grace)
+        await self.alerts.stop(grace)
         lines = self.metrics_out.lines_written + self.alerts_out.lines_written
         dropped = self.metrics_out.lines_dropped + self.alerts_out.lines_dropped
         self._close_outputs()
@@ -202,6 +224,17 @@ class Daemon:
             if not self.ready:
                 self.notifier.extend_timeout(3 * tick + 1)
 
+    async def _tick_alerts(self) -> None:
+        """Time passing is an input too: data that stopped coming, repeats, flap release and
+        silences are judged every tick, not only when a batch arrives. Its own task: a slow
+        state store must not hold up the watchdog heartbeat."""
+        while not self._stop.is_set():
+            await asyncio.sleep(ALERT_TICK)
+            try:
+                await self.pipeline.tick(time.time())
+            except Exception:
+                log.exception("alert tick failed")
+
     def _set_health(self, health: Health) -> None:
         if health.ok != self.health.ok:
             if health.ok:
@@ -213,7 +246,7 @@ class Daemon:
     # --- per batch -----------------------------------------------------------------------
 
     async def _on_batch(self, batch: Batch) -> None:
-        self.pipeline.ingest(batch)
+        await self.pipeline.ingest(batch)
         if self._stop.is_set():
             return  # after STOPPING=1, a READY=1 or a fresh STATUS would mislead systemd
         status = self.status_line()
@@ -236,9 +269,11 @@ class Daemon:
         if starting:
             parts[0] += f" (starting: {', '.join(starting)})"
         firing = self.evaluator.firing()
-        for severity in sorted({state.severity for _, _, state in firing}, reverse=True):
-            rules = sorted({rule for rule, _, state in firing if state.severity == severity})
-            parts.append(f"{len(rules)} {severity.label}: {', '.join(rules)}")
+        for severity in (Severity.CRITICAL, Severity.WARNING, Severity.OK):
+            rules = sorted({rule for rule, _, state in firing if state.announced == severity})
+            if rules:
+                label = severity.label if severity else "no data"
+                parts.append(f"{len(rules)} {label}: {', '.join(rules)}")
         if not firing:
             parts.append("no alerts")
         ran = [(name, s) for name, s in stats.items() if s.last_end is not None]
@@ -314,6 +349,8 @@ class Daemon:
             text = read_config_text(self.config_path)
             self.config_digest = config_digest(text)
             new = load_checked(self.config_path, text)
+            # both configs' secrets while the new one is applied: it may fail and stay the old
+            set_secrets_from_config(new, keep=True)
             await self._apply(new)
         except ConfigError as exc:
             self._reloaded(f"{len(exc.problems)} problem(s), first: {exc.problems[0]}")
@@ -327,6 +364,7 @@ class Daemon:
             log.exception("reload failed; the running config stays")
         else:
             self.config = new
+            set_secrets_from_config(new)
             self.generation += 1
             self._reloaded(None)
             log.info("reloaded", generation=self.generation)
@@ -354,8 +392,10 @@ class Daemon:
         now = time.time()
         self.pipeline.host = new.host()
         # Rules first, so collectors rebuilt below feed the new rules from their first run.
-        self.pipeline.emit(self.evaluator.replace_rules(new.rules, now))
+        resolved = self.evaluator.replace_rules(new.rules, now, no_data_defaults(new))
+        await self.alerts.publish(resolved, now)
         self.history.set_retention(self.evaluator.retention())
+        await self.alerts.reload(new, now)
         await self._swap_collectors(old, new, rebuilt, now)
         if (new.daemon.log_level, new.daemon.log_format) != (
             old.daemon.log_level,
@@ -391,12 +431,12 @@ class Daemon:
         for name in old_sections.keys() - new_sections.keys():
             log.info("collector removed", collector=name)
             await self.scheduler.remove(name, grace)
-            self.pipeline.forget(name, now)
+            await self.pipeline.forget(name, now)
         for name, collector in rebuilt.items():
             if name in old_sections:
                 await self.scheduler.remove(name, grace)
                 keep = self._still_collected(name, new_sections[name], new)
-                self.pipeline.forget(name, now, keep=keep)
+                await self.pipeline.forget(name, now, keep=keep)
             log.info("collector (re)built", collector=name)
             self.scheduler.add(collector)
 

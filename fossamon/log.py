@@ -7,7 +7,9 @@
 - `json`: one JSON object per line, for log shippers;
 - anything else (a file, a pipe): plain console lines with a UTC timestamp.
 
-Standard-library loggers (APScheduler, aiohttp) go through the same formatter.
+Standard-library loggers (APScheduler, aiohttp) go through the same formatter. Secrets are
+redacted (`fossamon.redact`) twice: in the event dict, where a secret-named key is masked
+whole, and in the rendered line, where tracebacks and stdlib messages first exist as text.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import structlog
 from structlog.dev import ConsoleRenderer, plain_traceback
 from structlog.processors import JSONRenderer, LogfmtRenderer
 
+from fossamon.redact import structlog_processor as redact_secrets
+
 if TYPE_CHECKING:
     from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -30,7 +34,24 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 LEVELS["error"] = logging.ERROR
 
 # syslog priorities, as sd-daemon(3) reads a `<N>` line prefix
-PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "exception": 3, "critical": 2}
+PRIORITIES = {
+    "debug": 7,
+    "info": 6,
+    "notice": 5,
+    "warning": 4,
+    "error": 3,
+    "exception": 3,
+    "critical": 2,
+}
+
+
+def _syslog_level(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """`syslog_level="notice"`: a priority the stdlib levels lack (a resolved alert), shown
+    as that level; filtering still goes by the stdlib level the line was logged at."""
+    override = event_dict.pop("syslog_level", None)
+    if override in PRIORITIES:
+        event_dict["level"] = override
+    return event_dict
 
 
 def under_journald(stream: TextIO) -> bool:
@@ -100,7 +121,9 @@ def configure_logging(
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
+        _syslog_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
     ]
     structlog.configure(
         processors=[
@@ -120,6 +143,7 @@ def configure_logging(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *_renderer(fmt),
+                redact_secrets,  # the rendered line: tracebacks, reprs, stdlib messages
             ],
         )
     )

@@ -40,7 +40,7 @@ class Matcher:
 
 
 def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] == '"':  # noqa: PLR2004 - two quote characters
+    if len(text) >= 2 and text[0] == text[-1] == '"':
         body = text[1:-1]
         return re.sub(r'\\(["\\])', r"\1", body)
     if '"' in text:

@@ -198,3 +198,33 @@ class AlertEvent:
             "previous_severity": self.previous.label,
             "silenced_by": self.silenced_by,
         }
+
+
+def parse_iso_ts(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def event_from_json(record: dict[str, Any]) -> AlertEvent | None:
+    """An alerts-JSONL record back into an event (the outbox stores them so); None if it is
+    not one (a record from a future schema, say)."""
+    try:
+        labels = record.get("labels") or {}
+        return AlertEvent(
+            ts=parse_iso_ts(record["ts"]),
+            kind=EventKind(record["event"]),
+            rule=str(record["rule"]),
+            severity=Severity[str(record["severity"]).upper()],
+            labels=make_labels({str(k): str(v) for k, v in labels.items()}),
+            value=record.get("value"),
+            threshold=record.get("threshold"),
+            since=parse_iso_ts(record["since"]),
+            summary=str(record.get("summary", "")),
+            metric=str(record.get("metric", "")),
+            aggregate=str(record.get("aggregate", "")),
+            window=float(record.get("window_seconds", 0.0)),
+            fingerprint=str(record.get("fingerprint", "")),
+            previous=Severity[str(record.get("previous_severity", "ok")).upper()],
+            silenced_by=record.get("silenced_by"),
+        )
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None

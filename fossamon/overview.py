@@ -18,8 +18,16 @@ from fossamon.collectors.base import (
     produced_metrics,
     target_labels,
 )
-from fossamon.config import load_config
+from fossamon.config import (
+    AlertmanagerSinkConfig,
+    ExecSinkConfig,
+    JsonlSinkConfig,
+    WebhookSinkConfig,
+    load_config,
+    sink_name,
+)
 from fossamon.errors import ConfigError, ConfigProblem
+from fossamon.model import iso_ts
 from fossamon.units import format_bytes, format_duration, format_value
 
 if TYPE_CHECKING:
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
         Config,
         DbCollectorConfig,
         RuleConfig,
+        SinkConfig,
         SystemCollectorConfig,
     )
 
@@ -48,7 +57,47 @@ def describe(config: Config, path: str) -> list[str]:
         lines.extend(_db(config.collectors.db))
     lines.append(f"rules ({len(config.rules)}):")
     lines.extend(f"  {_rule(rule)}" for rule in config.rules)
+    sinks = config.effective_sinks()
+    lines.append(f"sinks ({len(sinks)}){' (the default)' if config.sinks is None else ''}:")
+    lines.extend(f"  {_sink(sink)}" for sink in sinks)
+    lines.append(f"state store: {Path(config.daemon.state_dir) / 'state.db'}")
+    if config.silences:
+        lines.append(f"silences in the config ({len(config.silences)}):")
+        lines.extend(
+            f"  {', '.join(s.matchers)} until {iso_ts(s.until)}: {s.comment}"
+            for s in config.silences
+        )
     return lines
+
+
+def _sink(sink: SinkConfig) -> str:
+    if isinstance(sink, JsonlSinkConfig):
+        where = sink.path
+    elif isinstance(sink, WebhookSinkConfig):
+        where = redact_url(sink.url)
+    elif isinstance(sink, AlertmanagerSinkConfig):
+        where = f"{redact_url(sink.url)}, re-sent every {format_duration(sink.resend_every)}"
+    elif isinstance(sink, ExecSinkConfig):
+        where = " ".join(sink.command)
+    else:
+        where = "the daemon's log (journal)"
+    filters = [f"{sink.min_severity} and worse"]
+    if sink.rules:
+        filters.append("rules " + ", ".join(sink.rules))
+    filters.extend(sink.matchers)
+    if not sink.send_resolved:
+        filters.append("no resolved")
+    return f"{sink_name(sink)} ({sink.type}) → {where}; {'; '.join(filters)}"
+
+
+def redact_url(url: str) -> str:
+    """A URL with any password in it replaced, for printing."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    userinfo, _, host = rest.partition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
 
 
 def _every(interval: float, jitter: float) -> str:
@@ -100,8 +149,12 @@ def _rule(rule: RuleConfig) -> str:
     text += " / ".join(levels)
     if rule.clear is not None:
         text += f", clear at {format_value(rule.metric, rule.clear)}"
-    if rule.for_:
-        text += f", for {format_duration(rule.for_)}"
+    for key in ("for_", "keep_firing_for", "repeat_every"):
+        value = getattr(rule, key)
+        if value:
+            text += f", {key.rstrip('_').replace('_', ' ')} {format_duration(value)}"
+    if rule.no_data != "alert":
+        text += f", no data → {rule.no_data}"
     return text
 
 

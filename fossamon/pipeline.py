@@ -1,6 +1,7 @@
 """`Pipeline.ingest(batch)`: where one collector run fans out.
 
-batch → metrics JSONL line → history windows → evaluator → alert events → alerts JSONL + log.
+batch → metrics JSONL line → history windows → evaluator → alert events → the dispatcher
+(silences, state store, alerts JSONL, sinks).
 One direction only: collectors know nothing of rules, the evaluator nothing of outputs.
 """
 
@@ -10,16 +11,16 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from fossamon.model import AlertEvent, Batch, EventKind, SeriesKey, Severity, format_series
-
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from fossamon.alerting import AlertDispatcher
+    from fossamon.model import AlertEvent, Batch, SeriesKey
     from fossamon.rules.evaluator import Evaluator
     from fossamon.rules.windows import History
     from fossamon.storage.jsonl import JsonlWriter
 
-log = structlog.get_logger("fossamon.alerts")
+log = structlog.get_logger("fossamon.pipeline")
 
 
 class BatchObserver(Protocol):
@@ -35,17 +36,17 @@ class Pipeline:
         history: History,
         evaluator: Evaluator,
         metrics_out: JsonlWriter | None,
-        alerts_out: JsonlWriter | None,
+        alerts: AlertDispatcher,
         observers: Sequence[BatchObserver] = (),
     ) -> None:
         self.host = host
         self.history = history
         self.evaluator = evaluator
         self.metrics_out = metrics_out
-        self.alerts_out = alerts_out
+        self.alerts = alerts
         self.observers = list(observers)
 
-    def ingest(self, batch: Batch) -> list[AlertEvent]:
+    async def ingest(self, batch: Batch) -> list[AlertEvent]:
         if self.metrics_out is not None:
             self.metrics_out.write(batch.to_json(self.host))
         self.history.add_batch(batch)
@@ -54,7 +55,7 @@ class Pipeline:
         except Exception:  # a bug in a rule must not cost the next batches their evaluation
             log.exception("rule evaluation failed", collector=batch.collector)
             events = []
-        self.emit(events)
+        await self.alerts.publish(events, batch.ts)
         for observer in self.observers:
             try:
                 observer(batch, events)
@@ -62,39 +63,25 @@ class Pipeline:
                 log.exception("batch observer failed", observer=repr(observer))
         return events
 
-    def emit(self, events: Sequence[AlertEvent]) -> None:
-        for event in events:
-            if self.alerts_out is not None:
-                self.alerts_out.write(event.to_json(self.host))
-            log_event(event)
+    async def tick(self, now: float) -> list[AlertEvent]:
+        """Time passing: missing data, repeats, flap release, silences that came or went."""
+        await self.alerts.refresh_silences(now)
+        try:
+            events = self.evaluator.tick(now)
+        except Exception:
+            log.exception("rule evaluation failed (tick)")
+            events = []
+        await self.alerts.publish(events, now)
+        return events
 
-    def forget(self, collector: str, now: float, keep: set[SeriesKey] | None = None) -> None:
+    async def forget(self, collector: str, now: float, keep: set[SeriesKey] | None = None) -> None:
         """A reload removed or rebuilt `collector`: drop its series that are not in `keep`.
 
-        Their firing alerts are resolved ("no longer collected") instead of staying firing
+        Their open alerts are resolved ("no longer collected") instead of staying firing
         forever on a target nobody probes any more.
         """
         gone = self.history.by_collector.get(collector, set()) - (keep or set())
         if not gone:
             return
         self.history.forget(gone)
-        self.emit(self.evaluator.forget(gone, now))
-
-
-def log_event(event: AlertEvent) -> None:
-    """An alert in the daemon's log (journal): error for critical, warning for warning."""
-    if event.kind == EventKind.RESOLVED:
-        method = log.info
-    elif event.severity == Severity.CRITICAL:
-        method = log.error
-    else:
-        method = log.warning
-    method(
-        f"alert {event.kind}",
-        rule=event.rule,
-        severity=event.severity.label,
-        series=format_series(event.metric, event.labels),
-        value=event.value,
-        threshold=event.threshold,
-        summary=event.summary,
-    )
+        await self.alerts.publish(self.evaluator.forget(gone, now), now)

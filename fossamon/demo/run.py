@@ -35,6 +35,7 @@ DEMO_CONFIG = """\
 [daemon]
 log_level = "info"
 runtime_dir = {run}
+state_dir = {state}
 
 [output.metrics]
 path = {metrics}
@@ -158,6 +159,7 @@ def render_demo_config(url: str, db: Path, out: Path) -> str:
         metrics=_toml_string(str(out / "performance-metrics.jsonl")),
         alerts=_toml_string(str(out / "performance-alerts.jsonl")),
         run=_toml_string(str(out / "run")),
+        state=_toml_string(str(out / "state")),
     )
 
 

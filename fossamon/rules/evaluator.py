@@ -1,15 +1,25 @@
-"""Threshold rules over history windows → alert events. Pure: time comes in as an argument.
+"""Threshold rules over history windows → alert events.
 
-Per (rule, label set) the state is ok → pending (breaching, waiting out `for`) → firing at a
-severity → ok. A `clear` level gives hysteresis: once firing, the series stays firing (at the
-lowest configured severity) until the aggregate is back past `clear`, so a value hovering at
-the threshold does not produce a storm of firing/resolved pairs.
+The heart is `step()`: a pure function of (rule, series state, now, observation) → (new
+state, events). No I/O, no clock reads: time comes in as an argument, so golden cases and
+property tests replay any history exactly. `Evaluator` only keeps the states in a dict, feeds
+`step()` from the history windows, and remembers which states changed (for the state store).
+
+Per (rule, label set), what the alert IS (`SeriesState.severity`) follows the data:
+ok → pending (breaching, waiting out `for`) → firing at a severity → recovering (waiting out
+`keep_firing_for`) → ok. Levels have hysteresis: firing at a severity holds until the value is
+back past that severity's clear level. What sinks were TOLD (`announced`) follows `severity`
+one event at a time — except while the series is flapping, when it is held still.
+
+Events, per fingerprint: an episode opens with `firing` (or `nodata`, when data stops before
+anything fired) and closes with exactly one `resolved`; in between only `escalated`,
+`deescalated`, `repeat`, `nodata` and `flapping`. Never two openings without a `resolved`.
 """
 
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from fossamon.model import (
@@ -21,7 +31,7 @@ from fossamon.model import (
     fingerprint,
     format_series,
 )
-from fossamon.rules.windows import aggregate
+from fossamon.rules.windows import aggregate, predict
 from fossamon.units import format_duration, format_value
 
 if TYPE_CHECKING:
@@ -31,15 +41,63 @@ if TYPE_CHECKING:
     from fossamon.rules.windows import History, SeriesWindow
 
 DEFAULT_SUMMARY = "{rule}: {series} {aggregate}{over} is {value} ({condition})"
+# Used when neither the rule nor the daemon knows how often the metric arrives.
+FALLBACK_NO_DATA_AFTER = 300.0
+
+StateKey = tuple[str, Labels]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class SeriesState:
-    severity: Severity = Severity.OK
-    since: float = 0.0  # when the current firing (or pending) episode began
-    pending_since: float | None = None
+    """Everything the evaluator remembers about one (rule, labels) series."""
+
+    severity: Severity = Severity.OK  # what the alert is, after for/keep_firing_for/hysteresis
+    announced: Severity = Severity.OK  # what sinks were last told (lags only while flapping)
+    nodata: bool = False  # sinks were told the data stopped, and it has not come back
+    since: float = 0.0  # when the current episode (or, when ok, the current calm) began
+    pending_since: float | None = None  # breaching since, waiting out `for`
+    recovering_since: float | None = None  # recovered since, waiting out `keep_firing_for`
+    last_data: float | None = None  # when data last arrived
+    last_sent: float = 0.0  # when the last event went out (for repeat_every)
     value: float | None = None
     threshold: float | None = None
+    changes: tuple[float, ...] = ()  # when `severity` changed, within the flap window
+    flapping: bool = False
+
+    @property
+    def open(self) -> bool:
+        """An episode is open: sinks hold an active alert for this series."""
+        return self.announced > Severity.OK or self.nodata
+
+    def durable(self) -> tuple[Any, ...]:
+        """The fields worth persisting: not the value of every single evaluation."""
+        return (
+            self.severity,
+            self.announced,
+            self.nodata,
+            self.since,
+            self.pending_since,
+            self.recovering_since,
+            self.last_sent,
+            self.changes,
+            self.flapping,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["severity"] = int(self.severity)
+        data["announced"] = int(self.announced)
+        data["changes"] = list(self.changes)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SeriesState:
+        known = {f for f in cls.__dataclass_fields__ if f in data}
+        values = {k: data[k] for k in known}
+        values["severity"] = Severity(int(values.get("severity", 0)))
+        values["announced"] = Severity(int(values.get("announced", 0)))
+        values["changes"] = tuple(float(t) for t in values.get("changes", ()))
+        return cls(**values)
 
 
 class _MissingKeys(dict[str, Any]):
@@ -66,65 +124,409 @@ def render_summary(template: str, fields: Mapping[str, Any]) -> str:
         return f"{template} <template error: {exc}>"
 
 
+@dataclass(frozen=True, slots=True)
+class Level:
+    severity: Severity
+    level: float
+    clear: float  # back past this, the severity no longer holds (== level: no hysteresis)
+
+
+@dataclass(slots=True)
 class Rule:
     """One configured rule with the comparisons it needs, ready to evaluate."""
 
-    def __init__(self, config: RuleConfig) -> None:
-        self.config = config
+    config: RuleConfig
+    no_data_after: float = FALLBACK_NO_DATA_AFTER
+    name: str = field(init=False)
+    above: bool = field(init=False)
+    levels: list[Level] = field(init=False)  # most severe first
+    lowest: Severity = field(init=False)
+
+    def __post_init__(self) -> None:
+        config = self.config
         self.name = config.name
         self.above = config.direction == "above"
-        self.levels = [
-            (sev, level)
-            for sev, level in (
-                (Severity.CRITICAL, config.critical),
-                (Severity.WARNING, config.warning),
-            )
-            if level is not None
-        ]
-        self.lowest = self.levels[-1][0]
+        lowest_name = "warning" if config.warning is not None else "critical"
+        self.levels = []
+        for severity, level, clear in (
+            (Severity.CRITICAL, config.critical, config.clear_critical),
+            (Severity.WARNING, config.warning, config.clear_warning),
+        ):
+            if level is None:
+                continue
+            own = config.clear if clear is None and severity.label == lowest_name else clear
+            self.levels.append(Level(severity, level, level if own is None else own))
+        self.lowest = self.levels[-1].severity
+        if config.no_data_after is not None:
+            self.no_data_after = config.no_data_after
 
     def breaches(self, value: float, level: float) -> bool:
         return value > level if self.above else value < level
 
-    def target(self, value: float, current: Severity) -> tuple[Severity, float | None]:
-        """The severity this value calls for, given the current one (for hysteresis)."""
-        for severity, level in self.levels:
-            if self.breaches(value, level):
-                return severity, level
-        clear = self.config.clear
-        if current > Severity.OK and clear is not None and self.breaches(value, clear):
-            return min(current, self.lowest), clear
-        return Severity.OK, clear if clear is not None else self.levels[-1][1]
+    def target(self, value: float, current: Severity) -> tuple[Severity, float]:
+        """The severity this value calls for, given the current one (hysteresis), and the
+        level that decided it."""
+        for lv in self.levels:
+            if self.breaches(value, lv.level):
+                return lv.severity, lv.level
+            if current >= lv.severity and self.breaches(value, lv.clear):
+                return lv.severity, lv.clear
+        lowest = self.levels[-1]
+        return Severity.OK, lowest.clear if current > Severity.OK else lowest.level
+
+    def repeat_every(self, severity: Severity) -> float:
+        config = self.config
+        specific = (
+            config.repeat_every_critical
+            if severity == Severity.CRITICAL
+            else config.repeat_every_warning
+        )
+        return config.repeat_every if specific is None else specific
 
     def value_at(self, series: SeriesWindow, now: float) -> float | None:
-        window = self.config.window
-        if window:
-            return aggregate(self.config.aggregate, series.since(now - window))
-        last = series.last
-        return None if last is None else last[1]
+        config = self.config
+        window = config.window
+        if not window:
+            last = series.last
+            return None if last is None else last[1]
+        points = series.since(now - window)
+        if config.aggregate == "predict":
+            return predict(points, now + (config.predict_ahead or 0.0))
+        return aggregate(config.aggregate, points)
+
+
+# --- the pure core ---------------------------------------------------------------------------
+
+
+def step(  # noqa: C901, PLR0912 - one state machine, kept in one place to be read whole
+    rule: Rule,
+    labels: Labels,
+    state: SeriesState,
+    now: float,
+    value: float | None,
+    *,
+    honor_for: bool = True,
+) -> tuple[SeriesState, list[AlertEvent]]:
+    """Advance one series: `value` is the rule's aggregate when data arrived, None on a tick
+    without data. Returns the new state and the events to send (pure: nothing is mutated)."""
+    config = rule.config
+    s = state
+    threshold = s.threshold
+    no_data_now = False
+    if value is not None:
+        target, threshold = rule.target(value, s.severity)
+        s = replace(s, last_data=now, value=value, threshold=threshold)
+        s = _follow(rule, s, target, now, honor_for=honor_for)
+    else:
+        last = s.last_data if s.last_data is not None else s.since
+        no_data_now = now - last >= rule.no_data_after
+        if no_data_now and config.no_data == "ok":
+            s = replace(s, pending_since=None, recovering_since=None)
+            s = _set_severity(s, Severity.OK, now)
+        elif no_data_now and config.no_data == "alert":
+            s = replace(s, pending_since=None)  # `for` restarts when data returns
+
+    s = _track_flapping(rule, state, s, now)
+    events: list[AlertEvent] = []
+    emit = _Emitter(rule, labels, now, events, why="no data" if no_data_now else "")
+
+    if s.flapping:
+        if not state.flapping:
+            emit(EventKind.FLAPPING, s, max(s.announced, rule.lowest))
+            s = replace(s, last_sent=now)
+        return s, events
+
+    if state.flapping:
+        emit.why = "stopped flapping"  # sinks hear where it stands now, whatever the value
+
+    if value is None and no_data_now and config.no_data == "alert" and not s.nodata:
+        severity = s.announced if s.announced > Severity.OK else rule.lowest
+        since = s.since if s.open else now
+        s = replace(s, nodata=True, since=since, last_sent=now)
+        emit(EventKind.NODATA, s, severity)
+        return s, events
+
+    if s.nodata and value is not None:
+        # Data is back. The episode is open, so no second opening: say where it stands.
+        s = replace(s, nodata=False)
+        told = s.announced if s.announced > Severity.OK else rule.lowest
+        s = replace(s, announced=told)
+        emit.why = "data is back"
+        if s.severity == told:
+            emit(EventKind.REPEAT, s, told)
+            return replace(s, last_sent=now), events
+
+    s = _announce(s, now, emit)
+    if events:
+        return replace(s, last_sent=now), events
+    if s.open:
+        interval = rule.repeat_every(s.announced)
+        if interval > 0 and now - s.last_sent >= interval:
+            emit(EventKind.REPEAT, s, s.announced if s.announced > Severity.OK else rule.lowest)
+            s = replace(s, last_sent=now)
+    return s, events
+
+
+def _follow(
+    rule: Rule, s: SeriesState, target: Severity, now: float, *, honor_for: bool
+) -> SeriesState:
+    """Move `severity` toward what the value calls for, honouring `for` and `keep_firing_for`."""
+    if s.severity == Severity.OK:
+        if target == Severity.OK:
+            return replace(s, pending_since=None)
+        pending = s.pending_since if s.pending_since is not None else now
+        if honor_for and now - pending < rule.config.for_:
+            return replace(s, pending_since=pending)
+        s = replace(s, pending_since=None)
+        return _set_severity(s, target, now, since=pending)
+    if target == Severity.OK:
+        recovering = s.recovering_since if s.recovering_since is not None else now
+        if honor_for and now - recovering < rule.config.keep_firing_for:
+            return replace(s, recovering_since=recovering)
+        return _set_severity(replace(s, recovering_since=None), Severity.OK, now)
+    return _set_severity(replace(s, recovering_since=None), target, now)
+
+
+def _set_severity(
+    s: SeriesState, severity: Severity, now: float, since: float | None = None
+) -> SeriesState:
+    if severity == s.severity:
+        return s
+    changes = (*s.changes, now)
+    if s.severity == Severity.OK and not s.nodata:  # an episode begins when the breach began
+        return replace(s, severity=severity, since=now if since is None else since, changes=changes)
+    return replace(s, severity=severity, changes=changes)
+
+
+def _track_flapping(rule: Rule, before: SeriesState, s: SeriesState, now: float) -> SeriesState:
+    """Keep only changes inside the flap window; hold the series when there are too many,
+    release it when they have fallen to half the threshold (hysteresis, as Nagios does)."""
+    config = rule.config
+    horizon = now - config.flap_window
+    changes = tuple(t for t in s.changes if t > horizon)
+    if changes != s.changes:
+        s = replace(s, changes=changes)
+    if config.flap_threshold <= 0:
+        return replace(s, flapping=False) if s.flapping else s
+    if not before.flapping and len(changes) > config.flap_threshold:
+        return replace(s, flapping=True)
+    if before.flapping and len(changes) <= config.flap_threshold // 2:
+        return replace(s, flapping=False)
+    return s
+
+
+def _announce(s: SeriesState, now: float, emit: _Emitter) -> SeriesState:
+    """Tell sinks what changed since they were last told: one event per change."""
+    told, actual = s.announced, s.severity
+    if told == actual:
+        return s
+    if told == Severity.OK:
+        emit(EventKind.FIRING, s, actual)
+    elif actual == Severity.OK:
+        emit(EventKind.RESOLVED, s, told)
+    else:
+        kind = EventKind.ESCALATED if actual > told else EventKind.DEESCALATED
+        emit(kind, s, actual)
+    if actual == Severity.OK:
+        s = replace(s, since=now)
+    return replace(s, announced=actual)
+
+
+@dataclass(slots=True)
+class _Emitter:
+    rule: Rule
+    labels: Labels
+    now: float
+    out: list[AlertEvent]
+    why: str = ""
+
+    def __call__(
+        self, kind: EventKind, s: SeriesState, severity: Severity, *, why: str = ""
+    ) -> None:
+        self.out.append(
+            make_event(self.rule, self.labels, kind, s, severity, self.now, why=why or self.why)
+        )
+
+
+def make_event(
+    rule: Rule,
+    labels: Labels,
+    kind: EventKind,
+    state: SeriesState,
+    severity: Severity,
+    now: float,
+    *,
+    why: str = "",
+) -> AlertEvent:
+    config = rule.config
+    value = state.value if state.value is not None else float("nan")
+    threshold = _shown(config.metric, config.aggregate, state.threshold)
+    direction = "above" if rule.above else "below"
+    if why:
+        condition = why
+    elif kind == EventKind.RESOLVED:
+        condition = f"back {'below' if rule.above else 'above'} {threshold}"
+    elif kind == EventKind.FLAPPING:
+        condition = (
+            f"changed state {len(state.changes)} times in {format_duration(config.flap_window)}; "
+            "held until it settles"
+        )
+    elif kind == EventKind.NODATA:
+        condition = f"no data for {format_duration(rule.no_data_after)}"
+    else:
+        condition = f"{direction} {severity.label} level {threshold}"
+    ahead = f" in {format_duration(config.predict_ahead)}" if config.predict_ahead else ""
+    fields: dict[str, Any] = {
+        "rule": rule.name,
+        "metric": config.metric,
+        "series": format_series(config.metric, labels),
+        "labels": dict(labels),
+        "aggregate": config.aggregate + ahead,
+        "window": format_duration(config.window) if config.window else "",
+        "over": f" over {format_duration(config.window)}" if config.window else "",
+        "value": _shown(config.metric, config.aggregate, value),
+        "raw_value": value,
+        "threshold": threshold,
+        "direction": direction,
+        "condition": condition,
+        "severity": severity.label,
+        "event": str(kind),
+        "since": format_duration(max(0.0, now - state.since)),
+    }
+    return AlertEvent(
+        ts=now,
+        kind=kind,
+        rule=rule.name,
+        severity=severity,
+        labels=labels,
+        value=state.value,
+        threshold=state.threshold,
+        since=state.since,
+        summary=render_summary(config.summary or DEFAULT_SUMMARY, fields),
+        metric=config.metric,
+        aggregate=config.aggregate,
+        window=config.window or 0.0,
+        fingerprint=fingerprint(rule.name, labels),
+        previous=state.announced,
+    )
+
+
+def _shown(metric: str, aggregate_name: str, value: float | None) -> str:
+    if value is None or value != value:  # noqa: PLR0124 - NaN check without importing math
+        return "n/a"
+    if aggregate_name in {"rate", "slope"}:
+        return f"{value:.4g}/s"
+    return format_value(metric, value)
+
+
+# --- the stateful shell ----------------------------------------------------------------------
 
 
 class Evaluator:
-    """Holds per-series state; `evaluate()` turns the current windows into events."""
+    """Keeps every series' state and feeds `step()` from the history windows."""
 
-    def __init__(self, rules: Iterable[RuleConfig], *, honor_for: bool = True) -> None:
-        self.rules = [Rule(r) for r in rules]
+    def __init__(
+        self,
+        rules: Iterable[RuleConfig],
+        *,
+        honor_for: bool = True,
+        no_data_after: Mapping[str, float] | None = None,
+    ) -> None:
         self.honor_for = honor_for
-        self.states: dict[tuple[str, Labels], SeriesState] = {}
+        self.rules = self._build(rules, no_data_after)
+        self.states: dict[StateKey, SeriesState] = {}
+        self._dirty: set[StateKey] = set()
+        self._removed: set[StateKey] = set()
 
-    def replace_rules(self, rules: Iterable[RuleConfig], now: float) -> list[AlertEvent]:
+    @staticmethod
+    def _build(
+        rules: Iterable[RuleConfig], no_data_after: Mapping[str, float] | None
+    ) -> list[Rule]:
+        defaults = no_data_after or {}
+        return [Rule(r, defaults.get(r.metric, FALLBACK_NO_DATA_AFTER)) for r in rules]
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def restore(
+        self, saved: Mapping[str, Mapping[str, Any]], last_evaluation: float | None, now: float
+    ) -> None:
+        """Take back states saved by `take_changes()`. Time the daemon was down does not count
+        toward `for` or `keep_firing_for` (they keep their elapsed time), and "no data" is
+        counted from now: we could not have collected while we were not running."""
+        downtime = max(0.0, now - last_evaluation) if last_evaluation is not None else 0.0
+        names = {rule.name for rule in self.rules}
+        for record in saved.values():
+            rule, labels = record.get("rule"), record.get("labels")
+            if not isinstance(rule, str) or rule not in names or not isinstance(labels, list):
+                continue
+            key = (rule, tuple((str(k), str(v)) for k, v in labels))
+            s = SeriesState.from_json(record.get("state", {}))
+            s = replace(
+                s,
+                pending_since=None if s.pending_since is None else s.pending_since + downtime,
+                recovering_since=None
+                if s.recovering_since is None
+                else s.recovering_since + downtime,
+                last_data=now,
+            )
+            self.states[key] = s
+
+    def take_changes(self) -> dict[str, dict[str, Any] | None]:
+        """States changed since the last call, by fingerprint (None: forget it)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for key in self._removed:
+            out[fingerprint(*key)] = None
+        for key in self._dirty:
+            state = self.states.get(key)
+            if state is not None:
+                out[fingerprint(*key)] = {
+                    "rule": key[0],
+                    "labels": [list(pair) for pair in key[1]],
+                    "state": state.to_json(),
+                }
+        self._dirty.clear()
+        self._removed.clear()
+        return out
+
+    def _put(self, key: StateKey, before: SeriesState | None, after: SeriesState) -> None:
+        self.states[key] = after
+        if before is None or before.durable() != after.durable():
+            self._dirty.add(key)
+
+    def _drop(self, key: StateKey) -> None:
+        if self.states.pop(key, None) is not None:
+            self._removed.add(key)
+            self._dirty.discard(key)
+
+    # --- evaluation --------------------------------------------------------------------------
+
+    def replace_rules(
+        self,
+        rules: Iterable[RuleConfig],
+        now: float,
+        no_data_after: Mapping[str, float] | None = None,
+    ) -> list[AlertEvent]:
         """A reload: keep the state of every rule whose definition did not change; resolve
-        what was firing under a rule that changed or went away (a changed rule that still
+        what was open under a rule that changed or went away (a changed rule that still
         breaches fires again, under its new definition)."""
         old = {rule.name: rule for rule in self.rules}
-        self.rules = [Rule(r) for r in rules]
+        self.rules = self._build(rules, no_data_after)
         unchanged = {r.name for r in self.rules if r.name in old and old[r.name].config == r.config}
         events = [
-            self._event(EventKind.RESOLVED, old[name], labels, state, now, why="rule changed")
+            make_event(
+                old[name],
+                labels,
+                EventKind.RESOLVED,
+                state,
+                state.announced or old[name].lowest,
+                now,
+                why="rule changed",
+            )
             for (name, labels), state in sorted(self.states.items())
-            if name not in unchanged and state.severity > Severity.OK
+            if name not in unchanged and state.open
         ]
-        self.states = {k: v for k, v in self.states.items() if k[0] in unchanged}
+        for key in [k for k in self.states if k[0] not in unchanged]:
+            self._drop(key)
         return events
 
     def retention(self) -> dict[str, float]:
@@ -138,11 +540,7 @@ class Evaluator:
     def evaluate(
         self, now: float, history: History, series: set[SeriesKey] | None = None
     ) -> list[AlertEvent]:
-        """Events for the series in `series` (those a batch just updated), or for all.
-
-        Only series with new data are evaluated: a series that stopped reporting keeps its
-        state rather than being judged again and again on its last value.
-        """
+        """Events for the series in `series` (those a batch just updated), or for all."""
         events: list[AlertEvent] = []
         metrics = None if series is None else {name for name, _ in series}
         for rule in self.rules:
@@ -154,118 +552,77 @@ class Evaluator:
                     continue
                 value = rule.value_at(window, now)
                 if value is None:
-                    continue  # no data: not ok, not firing; the alerting issue adds no_data
-                state = self.states.setdefault((rule.name, labels), SeriesState())
-                event = self._step(rule, labels, state, value, now)
-                if event is not None:
-                    events.append(event)
+                    continue  # too little data for the aggregate yet: the tick judges staleness
+                key = (rule.name, labels)
+                before = self.states.get(key)
+                after, out = step(
+                    rule,
+                    labels,
+                    before or SeriesState(since=now),
+                    now,
+                    value,
+                    honor_for=self.honor_for,
+                )
+                self._put(key, before, after)
+                events.extend(out)
+        return events
+
+    def tick(self, now: float) -> list[AlertEvent]:
+        """Time passing without data: no-data detection, repeats, flap release."""
+        events: list[AlertEvent] = []
+        rules = {rule.name: rule for rule in self.rules}
+        for key, before in list(self.states.items()):
+            rule = rules.get(key[0])
+            if rule is None:
+                continue
+            after, out = step(rule, key[1], before, now, None, honor_for=self.honor_for)
+            if after is not before:
+                self._put(key, before, after)
+            events.extend(out)
         return events
 
     def forget(self, series: set[SeriesKey], now: float) -> list[AlertEvent]:
-        """Series that are no longer collected: drop their state, resolving what was firing."""
+        """Series that are no longer collected: drop their state, resolving what was open."""
         events: list[AlertEvent] = []
         for rule in self.rules:
             for labels in [lb for (name, lb) in series if name == rule.config.metric]:
-                state = self.states.pop((rule.name, labels), None)
-                if state is not None and state.severity > Severity.OK:
+                key = (rule.name, labels)
+                state = self.states.get(key)
+                if state is None:
+                    continue
+                if state.open:
+                    severity = state.announced if state.announced > Severity.OK else rule.lowest
                     events.append(
-                        self._event(
-                            EventKind.RESOLVED, rule, labels, state, now, why="no longer collected"
+                        make_event(
+                            rule,
+                            labels,
+                            EventKind.RESOLVED,
+                            state,
+                            severity,
+                            now,
+                            why="no longer collected",
                         )
                     )
+                self._drop(key)
         return events
 
     def firing(self) -> list[tuple[str, Labels, SeriesState]]:
+        """Series with an open episode (what sinks hold as active alerts)."""
         return [
             (rule, labels, state)
             for (rule, labels), state in sorted(self.states.items())
-            if state.severity > Severity.OK
+            if state.open
         ]
 
-    def _step(
-        self, rule: Rule, labels: Labels, state: SeriesState, value: float, now: float
-    ) -> AlertEvent | None:
-        target, threshold = rule.target(value, state.severity)
-        state.value, state.threshold = value, threshold
-        current = state.severity
-        if target == current:
-            if target == Severity.OK:
-                state.pending_since = None
-            return None
-        if current == Severity.OK:
-            if state.pending_since is None:
-                state.pending_since = now
-            if self.honor_for and now - state.pending_since < rule.config.for_:
-                return None
-            fired = replace(state, severity=target, since=state.pending_since, pending_since=None)
-            event = self._event(EventKind.FIRING, rule, labels, fired, now)
-            state.severity, state.since, state.pending_since = target, fired.since, None
-            return event
-        if target == Severity.OK:
-            event = self._event(EventKind.RESOLVED, rule, labels, state, now)
-            state.severity, state.since, state.pending_since = Severity.OK, now, None
-            return event
-        kind = EventKind.ESCALATED if target > current else EventKind.DEESCALATED
-        event = self._event(kind, rule, labels, replace(state, severity=target), now)
-        state.severity = target
-        return event
-
-    def _event(
-        self,
-        kind: EventKind,
-        rule: Rule,
-        labels: Labels,
-        state: SeriesState,
-        now: float,
-        *,
-        why: str = "",
-    ) -> AlertEvent:
-        config = rule.config
-        value = state.value if state.value is not None else float("nan")
-        threshold = _shown(config.metric, config.aggregate, state.threshold)
-        direction = "above" if rule.above else "below"
-        if why:
-            condition = why
-        elif kind == EventKind.RESOLVED:
-            condition = f"back {'below' if rule.above else 'above'} {threshold}"
-        else:
-            condition = f"{direction} {state.severity.label} level {threshold}"
-        fields: dict[str, Any] = {
-            "rule": rule.name,
-            "metric": config.metric,
-            "series": format_series(config.metric, labels),
-            "labels": dict(labels),
-            "aggregate": config.aggregate,
-            "window": format_duration(config.window) if config.window else "",
-            "over": f" over {format_duration(config.window)}" if config.window else "",
-            "value": _shown(config.metric, config.aggregate, value),
-            "raw_value": value,
-            "threshold": threshold,
-            "direction": direction,
-            "condition": condition,
-            "severity": state.severity.label,
-            "event": str(kind),
-        }
-        return AlertEvent(
-            ts=now,
-            kind=kind,
-            rule=rule.name,
-            severity=state.severity,
-            labels=labels,
-            value=state.value,
-            threshold=state.threshold,
-            since=state.since,
-            summary=render_summary(config.summary or DEFAULT_SUMMARY, fields),
-            metric=config.metric,
-            aggregate=config.aggregate,
-            window=config.window or 0.0,
-            fingerprint=fingerprint(rule.name, labels),
-        )
-
-
-def _shown(metric: str, aggregate_name: str, value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if aggregate_name in {"rate", "slope"}:
-        return f"{value:.4g}/s"
-    return format_value(metric, value)
+    def active_events(self, now: float) -> list[AlertEvent]:
+        """The open episodes as events (to seed a sink that re-sends firing alerts)."""
+        rules = {rule.name: rule for rule in self.rules}
+        out = []
+        for name, labels, state in self.firing():
+            rule = rules.get(name)
+            if rule is None:
+                continue
+            severity = state.announced if state.announced > Severity.OK else rule.lowest
+            kind = EventKind.NODATA if state.nodata else EventKind.FIRING
+            out.append(make_event(rule, labels, kind, state, severity, now))
+        return out

@@ -135,6 +135,18 @@ def _slope(points: Sequence[Point]) -> float | None:
     return statistics.linear_regression(xs, [v for _, v in points]).slope
 
 
+def predict(points: Sequence[Point], at: float) -> float | None:
+    """The least-squares line through `points`, read at time `at` ("full within 24 h?")."""
+    if len(points) < 2:
+        return None
+    origin = points[0][0]
+    xs = [ts - origin for ts, _ in points]
+    if max(xs) == 0:
+        return None
+    fit = statistics.linear_regression(xs, [v for _, v in points])
+    return fit.intercept + fit.slope * (at - origin)
+
+
 AGGREGATES: dict[str, Callable[[Sequence[Point]], float | None]] = {
     "last": lambda points: points[-1][1],
     "avg": lambda points: statistics.fmean(v for _, v in points),

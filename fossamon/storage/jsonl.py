@@ -17,6 +17,8 @@ from typing import Any
 
 import structlog
 
+from fossamon.redact import redact_json_line
+
 log = structlog.get_logger(__name__)
 
 FILE_MODE = 0o640
@@ -24,11 +26,13 @@ DIR_MODE = 0o750
 
 
 def dumps_line(record: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON plus a newline. NaN/Infinity (not JSON) become null."""
+    """Compact UTF-8 JSON plus a newline, secrets redacted. NaN/Infinity (not JSON) become
+    null."""
     try:
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
         text = json.dumps(finite_json(record), ensure_ascii=False, separators=(",", ":"))
+    text = redact_json_line(text)
     # A lone surrogate (legal in JSON text a service sent us) cannot be UTF-8; written as the
     # escape \udXXX it stays valid JSON and the line is kept.
     return text.encode("utf-8", "backslashreplace") + b"\n"

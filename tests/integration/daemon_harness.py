@@ -21,6 +21,7 @@ def daemon_config(tmp_path: Path, url: str, db: Path, **extra: str) -> Path:
 [daemon]
 log_format = "plain"
 runtime_dir = "{tmp_path}/run"
+state_dir = "{tmp_path}/state"
 shutdown_grace = "{extra.get("grace", "2s")}"
 [output.metrics]
 path = "{tmp_path}/out/metrics.jsonl"

@@ -208,7 +208,7 @@ class TestStopIsBounded:
         config = tmp_path / "config.toml"
         config.write_text(
             f'[daemon]\nlog_format = "plain"\nshutdown_grace = "1s"\n'
-            f'runtime_dir = "{tmp_path}/run"\n'
+            f'runtime_dir = "{tmp_path}/run"\nstate_dir = "{tmp_path}/state"\n'
             f'[output.metrics]\npath = "{tmp_path}/out/metrics.jsonl"\n'
             f'[output.alerts]\npath = "{tmp_path}/out/alerts.jsonl"\n'
             "[collectors.system]\nenabled = false\n"

@@ -211,7 +211,9 @@ class TestCrossFieldChecks:
 
     def test_clear_on_the_wrong_side(self):
         (found,) = problems('[[rules]]\nname = "r"\nmetric = "m"\nwarning = 60\nclear = 70\n')
-        assert found.startswith("test.toml: rules[0].clear: must be below the first level (60)")
+        assert found.startswith(
+            "test.toml: rules[0].clear: must be at or below the warning level (60)"
+        )
 
     def test_aggregate_needs_window(self):
         (found,) = problems('[[rules]]\nname = "r"\nmetric = "m"\naggregate = "avg"\nwarning = 1\n')

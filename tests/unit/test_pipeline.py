@@ -1,27 +1,29 @@
 from __future__ import annotations
 
 import json
+import time
 
-from structlog.testing import capture_logs
-
-from fossamon.config import RuleConfig
+from fossamon.alerting import AlertDispatcher
+from fossamon.config import RuleConfig, parse_config
 from fossamon.model import Batch, Sample, make_labels
 from fossamon.pipeline import Pipeline
 from fossamon.rules.evaluator import Evaluator
 from fossamon.rules.windows import History
 from fossamon.storage.jsonl import JsonlWriter
+from fossamon.storage.state import MemoryStateStore
 from fossamon.testing import RecordingObserver
 
 
 def build(tmp_path, *rules: RuleConfig) -> tuple[Pipeline, RecordingObserver]:
     evaluator = Evaluator(rules)
     observer = RecordingObserver()
+    alerts = AlertDispatcher("web-1", evaluator, JsonlWriter(tmp_path / "a.jsonl"))
     pipeline = Pipeline(
         "web-1",
         History(evaluator.retention()),
         evaluator,
         JsonlWriter(tmp_path / "m.jsonl"),
-        JsonlWriter(tmp_path / "a.jsonl"),
+        alerts,
         [observer],
     )
     return pipeline, observer
@@ -38,32 +40,67 @@ def api_batch(ts: float, up: float) -> Batch:
 
 
 class TestIngest:
-    def test_a_batch_reaches_the_file_history_evaluator_and_observers(self, tmp_path):
+    async def test_a_batch_reaches_the_file_history_evaluator_and_observers(self, tmp_path):
         pipeline, observer = build(tmp_path, down_rule())
-        with capture_logs() as logs:
-            events = pipeline.ingest(api_batch(100.0, 0.0))
+        events = await pipeline.ingest(api_batch(100.0, 0.0))
         (event,) = events
         (metrics_line,) = (tmp_path / "m.jsonl").read_text().splitlines()
         assert json.loads(metrics_line)["samples"][0]["value"] == 0.0
         (alert_line,) = (tmp_path / "a.jsonl").read_text().splitlines()
-        assert json.loads(alert_line)["fingerprint"] == event.fingerprint
+        record = json.loads(alert_line)
+        assert record["fingerprint"] == event.fingerprint
+        assert (record["event"], record["severity"], record["silenced_by"]) == (
+            "firing",
+            "critical",
+            None,
+        )
         assert observer.batches[0].ts == 100.0
         assert observer.events == [event]
-        (logged,) = [e for e in logs if e["event"] == "alert firing"]
-        assert (logged["log_level"], logged["rule"]) == ("error", "api_down")
-        assert logged["series"] == 'api_up{endpoint="health"}'
 
-    def test_rules_on_other_metrics_are_not_evaluated_for_this_batch(self, tmp_path):
+    async def test_rules_on_other_metrics_are_not_evaluated_for_this_batch(self, tmp_path):
         pipeline, _ = build(tmp_path, down_rule())
-        pipeline.ingest(Batch("system", 1.0, 0.01, (Sample("system_load1", 3.0),)))
+        await pipeline.ingest(Batch("system", 1.0, 0.01, (Sample("system_load1", 3.0),)))
         assert pipeline.evaluator.states == {}
         assert not (tmp_path / "a.jsonl").exists()  # opened lazily: no event, no file
 
-    def test_resolved_is_logged_at_info(self, tmp_path):
+    async def test_states_that_changed_reach_the_state_store(self, tmp_path):
         pipeline, _ = build(tmp_path, down_rule())
-        pipeline.ingest(api_batch(1.0, 0.0))
-        with capture_logs() as logs:
-            (event,) = pipeline.ingest(api_batch(2.0, 1.0))
-        assert str(event.kind) == "resolved"
-        assert [e["log_level"] for e in logs if e["event"] == "alert resolved"] == ["info"]
-        assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 2
+        store = pipeline.alerts.store
+        assert isinstance(store, MemoryStateStore)
+        await pipeline.ingest(api_batch(1.0, 0.0))
+        (saved,) = (await store.load_alerts()).values()
+        assert saved["rule"] == "api_down"
+        assert saved["state"]["announced"] == 2
+        assert await store.last_evaluation() == 1.0
+        await pipeline.ingest(api_batch(2.0, 1.0))
+        (saved,) = (await store.load_alerts()).values()
+        assert saved["state"]["announced"] == 0
+
+    async def test_a_silenced_event_is_recorded_but_not_routed(self, tmp_path):
+        pipeline, _ = build(tmp_path, down_rule())
+        config = parse_config(
+            "[[silences]]\nmatchers = ['alertname=\"api_down\"', 'endpoint=~\"heal.*\"']\n"
+            'until = 2100-01-01T00:00:00Z\ncomment = "maintenance"\n'
+            '[[sinks]]\ntype = "jsonl"\npath = "' + str(tmp_path / "sink.jsonl") + '"\n',
+            env={},
+        )
+        now = time.time()
+        await pipeline.alerts.start(None, now, config)
+        try:
+            (event,) = await pipeline.ingest(api_batch(now + 1, 0.0))
+        finally:
+            await pipeline.alerts.stop(1.0)
+        (record,) = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+        assert record["silenced_by"]
+        assert not (tmp_path / "sink.jsonl").exists()
+        assert pipeline.alerts.events_silenced == 1
+
+    async def test_tick_judges_missing_data(self, tmp_path):
+        rule = RuleConfig.model_validate(
+            {"name": "r", "metric": "api_up", "critical": 5, "no_data_after": "10s"}
+        )
+        pipeline, _ = build(tmp_path, rule)
+        await pipeline.ingest(api_batch(1.0, 1.0))
+        assert await pipeline.tick(5.0) == []
+        (event,) = await pipeline.tick(11.5)
+        assert str(event.kind) == "nodata"

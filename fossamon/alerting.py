@@ -1,0 +1,242 @@
+"""From evaluator events to where operators look: silences, the state store, the alerts file,
+and one bounded worker per sink.
+
+Per batch of events, in this order:
+1. silences mark what they match (`silenced_by`): recorded, never notified;
+2. ONE state-store transaction holds the evaluator's changed states AND an outbox row per
+   (event, sink that wants it), so after any crash either both happened or neither did:
+   a restart neither re-fires an alert it already announced nor forgets one it did not
+   deliver;
+3. the alerts JSONL file records every event;
+4. each sink's worker gets its deliveries (never blocking: a hung webhook delays nothing).
+
+A broken state store (disk full, say) costs durability, not alerts: events still reach the
+file and the sinks, and the problem is logged once per episode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from fossamon.collectors.base import enabled_sections, metrics_for
+from fossamon.config import sink_name
+from fossamon.model import event_from_json
+from fossamon.silences import Silence, first_match
+from fossamon.sinks.base import Delivery, build_sink_workers
+from fossamon.storage.state import MemoryStateStore, Store
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from fossamon.config import Config, SinkConfig
+    from fossamon.model import AlertEvent
+    from fossamon.rules.evaluator import Evaluator
+    from fossamon.sinks.base import SinkWorker
+    from fossamon.storage.jsonl import JsonlWriter
+
+
+log = structlog.get_logger("fossamon.alerting")
+
+# A metric is "missing" after this many of its collector's intervals without a sample.
+NO_DATA_INTERVALS = 3
+# Even when nothing changed, the last evaluation time is saved this often (downtime is
+# measured from it at the next start).
+SAVE_EVERY = 10.0
+STOP_GRACE = 2.0
+
+
+def no_data_defaults(config: Config) -> dict[str, float]:
+    """Per metric: when its data counts as missing: 3 intervals of the slowest producer, or
+    one interval plus its timeout if that is longer (a slow target answering within its
+    timeout is late data, not missing data)."""
+    out: dict[str, float] = {}
+    for name, section in enabled_sections(config.collectors).items():
+        slowest_run = section.interval + getattr(section, "timeout", 0.0)
+        wait = max(NO_DATA_INTERVALS * section.interval, slowest_run) + section.jitter
+        for metric in metrics_for(name, section):
+            out[metric] = max(out.get(metric, 0.0), wait)
+    return out
+
+
+class AlertDispatcher:
+    def __init__(
+        self,
+        host: str,
+        evaluator: Evaluator,
+        alerts_out: JsonlWriter | None,
+        store: Store | None = None,
+    ) -> None:
+        self.host = host
+        self.evaluator = evaluator
+        self.alerts_out = alerts_out
+        # Until start() gets the real one (and in `fossamon once`), states live in memory.
+        self.store: Store = store if store is not None else MemoryStateStore()
+        self.sink_configs: list[SinkConfig] = []
+        self.workers: list[SinkWorker] = []
+        self.silences: list[Silence] = []
+        self.events_published = 0
+        self.events_silenced = 0
+        self._store_failing = False
+        self._saved_at = 0.0
+        self._data_version: int | None = None
+
+    # --- life ----------------------------------------------------------------------------
+
+    async def start(self, store: Store | None, now: float, config: Config) -> None:
+        """Restore states, re-queue what was not delivered, and start the sink workers."""
+        if store is not None:
+            self.store = store
+        self.sink_configs = config.effective_sinks()
+        self.workers = build_sink_workers(self.sink_configs, self.host, self.store)
+        try:
+            saved = await self.store.load_alerts()
+            last = await self.store.last_evaluation()
+        except Exception as exc:  # noqa: BLE001 - a broken store costs durability, not alerts
+            log.error("state store unreadable; starting without saved alert states", error=str(exc))
+            saved, last = {}, None
+        self.evaluator.restore(saved, last, now)
+        restored = self.evaluator.firing()
+        if restored:
+            log.info(
+                "alert states restored",
+                open_alerts=len(restored),
+                down_for=f"{now - last:.1f}s" if last else "unknown",
+            )
+        await self._sync_config_silences(config, now)
+        await self.refresh_silences(now, force=True)
+        for worker in self.workers:
+            worker.start()
+        await self._requeue(now)
+
+    async def _requeue(self, now: float) -> None:
+        try:
+            pending = await self.store.pending_outbox()
+        except Exception as exc:  # noqa: BLE001
+            log.error("state store unreadable; undelivered events not re-sent", error=str(exc))
+            pending = []
+        by_name = {worker.name: worker for worker in self.workers}
+        orphans: list[int] = []
+        for row_id, sink, record in pending:
+            worker = by_name.get(sink)
+            event = event_from_json(record)
+            if worker is None or event is None:
+                orphans.append(row_id)
+                continue
+            worker.submit(Delivery(row_id, event, self.host))
+        if orphans:
+            self.store.dropped(orphans)
+            log.warning(
+                "undelivered events for sinks no longer configured dropped", count=len(orphans)
+            )
+        if pending:
+            log.info(
+                "re-sending events not delivered before the restart",
+                count=len(pending) - len(orphans),
+            )
+        active = self.evaluator.active_events(now)
+        for worker in self.workers:
+            worker.seed_firing(active)
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        await asyncio.gather(*(worker.stop(grace) for worker in self.workers))
+        await self._save(time.time(), force=True)
+        await self.store.close()
+
+    async def replace_sinks(self, sinks: Sequence[SinkConfig], now: float) -> None:
+        """A reload changed `[[sinks]]`: new workers; what the old ones had not delivered is
+        still in the outbox and goes to the new ones of the same name."""
+        if [*sinks] == self.sink_configs:
+            return
+        await asyncio.gather(*(worker.stop(0.5) for worker in self.workers))
+        self.sink_configs = list(sinks)
+        self.workers = build_sink_workers(self.sink_configs, self.host, self.store)
+        for worker in self.workers:
+            worker.start()
+        await self._requeue(now)
+        log.info("sinks replaced", sinks=",".join(sink_name(s) for s in sinks) or "none")
+
+    async def _sync_config_silences(self, config: Config, now: float) -> None:
+        try:
+            await self.store.sync_config_silences(config.silences, now)
+        except Exception as exc:  # noqa: BLE001
+            log.error("could not store the config's silences", error=str(exc))
+
+    async def reload(self, config: Config, now: float) -> None:
+        self.host = config.host()
+        await self._sync_config_silences(config, now)
+        await self.refresh_silences(now, force=True)
+        await self.replace_sinks(config.effective_sinks(), now)
+
+    # --- per batch of events -------------------------------------------------------------
+
+    async def refresh_silences(self, now: float, *, force: bool = False) -> None:
+        """Pick up silences added or expired by `fossamon silence` (another process)."""
+        try:
+            version = await self.store.data_version()
+            if force or version != self._data_version:
+                self.silences = await self.store.active_silences(now)
+                self._data_version = version
+        except Exception as exc:  # noqa: BLE001
+            self._store_problem(exc)
+        self.silences = [s for s in self.silences if s.active(now)]
+
+    async def publish(self, events: Sequence[AlertEvent], now: float) -> None:
+        marked = [self._silence(event, now) for event in events]
+        outbox: list[tuple[str, dict[str, Any]]] = []
+        routes: list[tuple[SinkWorker, AlertEvent]] = []
+        for event in marked:
+            if event.silenced_by is not None:
+                self.events_silenced += 1
+            # Silenced events are offered too: a sink that already holds this alert as
+            # firing (Alertmanager) must still hear it end; the others refuse them.
+            for worker in self.workers:
+                if worker.accepts(event):
+                    outbox.append((worker.name, event.to_json(self.host)))
+                    routes.append((worker, event))
+        ids = await self._commit(outbox, now)
+        for event in marked:
+            if self.alerts_out is not None:
+                self.alerts_out.write(event.to_json(self.host))
+        self.events_published += len(marked)
+        for (worker, event), row_id in zip(routes, ids, strict=True):
+            worker.submit(Delivery(row_id, event, self.host))
+
+    def _silence(self, event: AlertEvent, now: float) -> AlertEvent:
+        silence = first_match(self.silences, event, now)
+        if silence is None:
+            return event
+        return dataclasses.replace(event, silenced_by=silence.id)
+
+    async def _commit(self, outbox: list[tuple[str, dict[str, Any]]], now: float) -> list[int]:
+        changes = self.evaluator.take_changes()
+        if not changes and not outbox and now - self._saved_at < SAVE_EVERY:
+            return []
+        try:
+            ids = await self.store.commit(changes, outbox, now)
+        except Exception as exc:  # noqa: BLE001 - see the module docstring
+            self._store_problem(exc)
+            return [0] * len(outbox)
+        self._saved_at = now
+        if self._store_failing:
+            self._store_failing = False
+            log.info("state store writable again")
+        return ids
+
+    async def _save(self, now: float, *, force: bool = False) -> None:
+        if force:
+            self._saved_at = 0.0
+        await self._commit([], now)
+
+    def _store_problem(self, exc: Exception) -> None:
+        if not self._store_failing:
+            self._store_failing = True
+            log.error(
+                "state store write failed; alerts still go out, but a restart now may repeat "
+                "or forget some",
+                error=str(exc),
+            )
