@@ -713,11 +713,20 @@ def _sink_problems(config: Config, file: str) -> list[ConfigProblem]:
 
 
 def _silence_problems(config: Config, file: str) -> list[ConfigProblem]:
-    return [
+    from fossamon.matchers import parse_matchers  # noqa: PLC0415 - avoid an import cycle
+
+    problems = [
         ConfigProblem(file, f"silences[{i}].until", 'must be later than "starts"')
         for i, silence in enumerate(config.silences)
         if silence.starts is not None and silence.until <= silence.starts
     ]
+    for i, silence in enumerate(config.silences):
+        # Alertmanager's rule: a silence whose every matcher matches an empty label would
+        # silence alerts it was never meant for (a typo in a label name, say).
+        if all(m.matches({}) for m in parse_matchers(silence.matchers)):
+            message = "would silence every alert: give at least one matcher that needs a value"
+            problems.append(ConfigProblem(file, f"silences[{i}].matchers", message))
+    return problems
 
 
 def parse_config(

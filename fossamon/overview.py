@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import time
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -223,6 +224,32 @@ def warnings(config: Config) -> list[str]:
                 found.append(
                     f"rules[{i}].labels.{name}: {value!r} matches nothing configured ({shown})"
                 )
+    found.extend(_alerting_warnings(config))
+    return found
+
+
+def _alerting_warnings(config: Config) -> list[str]:
+    found: list[str] = []
+    state = Path(config.daemon.state_dir)
+    problem = _guarded(partial(_unwritable, state / "state.db"))
+    if problem:
+        found.append(f"daemon.state_dir: {problem} (alert states would not survive a restart)")
+    rules = {rule.name for rule in config.rules}
+    for i, sink in enumerate(config.sinks or []):
+        found.extend(
+            f"sinks[{i}].rules: no rule is named {name!r}"
+            for name in sink.rules
+            if name not in rules
+        )
+        if isinstance(sink, AlertmanagerSinkConfig) and not sink.send_resolved:
+            found.append(
+                f"sinks[{i}].send_resolved: Alertmanager always hears resolves (an alert it "
+                "holds as firing would otherwise stay until it expires); this is ignored"
+            )
+    now = time.time()
+    for i, silence in enumerate(config.silences):
+        if silence.until <= now:
+            found.append(f"silences[{i}].until: {iso_ts(silence.until)} has passed")
     return found
 
 

@@ -191,6 +191,10 @@ class Rule:
             return None if last is None else last[1]
         points = series.since(now - window)
         if config.aggregate == "predict":
+            # A line through a few seconds of points, read a day ahead, is noise times 10^4:
+            # extrapolate only from at least half the window.
+            if not points or points[-1][0] - points[0][0] < window / 2:
+                return None
             return predict(points, now + (config.predict_ahead or 0.0))
         return aggregate(config.aggregate, points)
 

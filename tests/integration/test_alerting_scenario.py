@@ -37,6 +37,8 @@ class Receiver:
 
     def __init__(self, *, hang: bool = False) -> None:
         self.hang = hang
+        self.fail_with: int | None = None  # answer every POST with this status
+        self.refused = 0
         self.received: list[dict] = []
         self.hung = 0
         self._release = asyncio.Event()
@@ -49,6 +51,9 @@ class Receiver:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), 60)
             return web.Response(status=503)
+        if self.fail_with is not None:
+            self.refused += 1
+            return web.Response(status=self.fail_with)
         self.received.append(await request.json())
         return web.Response(text="ok")
 
@@ -321,3 +326,42 @@ async def test_sigkill_mid_firing_then_restart_gives_no_second_firing(
         await recorder.stop()
     assert alert_kinds(alerts) == [("firing", "warning"), ("resolved", "warning")]
     assert recorder.kinds() == [("firing", "warning"), ("resolved", "warning")]
+
+
+async def test_events_a_sink_could_not_take_are_sent_after_a_restart(
+    tmp_path: Path, small_demo_db: Path
+) -> None:
+    """No silent "Aborting event": retries exhausted, the event stays in the state store and
+    goes out after the restart, once."""
+    recorder = Receiver()
+    recorder.fail_with = 500
+    await recorder.start()
+    target = DemoTarget(small_demo_db)
+    await target.start()
+    alerts = tmp_path / "out" / "alerts.jsonl"
+    try:
+        sinks = (
+            f'[[sinks]]\ntype = "webhook"\nurl = "{recorder.url}"\nretries = 1\nbackoff = "100ms"\n'
+        )
+        config = scenario_config(tmp_path, target.url, sinks)
+        target.faults.set("/api/work-orders", latency=0.5)
+        daemon = await start_daemon(config, tmp_path)
+        await wait_until(lambda: alert_kinds(alerts) == [("firing", "warning")], "firing")
+        await wait_until(lambda: recorder.refused >= 2, "the first try and one retry")
+        await asyncio.sleep(0.3)
+        code, _ = await daemon.stop()
+        assert code == 0, daemon.stderr.decode()[-2000:]
+        assert b"failed" in daemon.stderr
+        assert outbox_rows(tmp_path) == 1  # given up, not forgotten
+        assert recorder.refused == 2
+        recorder.fail_with = None
+        daemon = await start_daemon(config, tmp_path)
+        await wait_until(lambda: recorder.kinds() == [("firing", "warning")], "re-sent")
+        await wait_until(lambda: outbox_rows(tmp_path) == 0, "outbox emptied")
+        code, _ = await daemon.stop()
+        assert code == 0
+    finally:
+        await target.stop()
+        await recorder.stop()
+    assert alert_kinds(alerts) == [("firing", "warning")]
+    assert recorder.kinds() == [("firing", "warning")]

@@ -131,7 +131,8 @@ class TestCheck:
             "  api_p95_latency: api_response_seconds p95 over 5m above warning 500ms / critical 2s"
             in out
         )
-        assert "rules (7):" in out
+        assert "rules (8):" in out
+        assert "sinks (1):\n  log (log) → the daemon's log (journal); warning and worse" in out
 
     async def test_warnings_for_what_is_probably_not_meant(self, tmp_path):
         blocker = tmp_path / "blocker"

@@ -19,7 +19,8 @@ from fossamon.systemd import Notifier
 
 def write_config(path, tmp_path, *, interval="500ms", per_cpu=False, metrics="m.jsonl", rules=""):
     path.write_text(
-        f'[daemon]\nruntime_dir = "{tmp_path}/run"\nstate_dir = "{tmp_path}/state"\nshutdown_grace = "1s"\n'
+        f'[daemon]\nruntime_dir = "{tmp_path}/run"\nstate_dir = "{tmp_path}/state"\n'
+        'shutdown_grace = "1s"\n'
         f'[output.metrics]\npath = "{tmp_path}/{metrics}"\n'
         f'[output.alerts]\npath = "{tmp_path}/a.jsonl"\n'
         f'[collectors.system]\ninterval = "{interval}"\nper_cpu = {str(per_cpu).lower()}\n' + rules

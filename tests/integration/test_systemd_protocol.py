@@ -21,7 +21,8 @@ from fossamon.control import read_state
 def system_only(tmp_path, *, interval="500ms", extra=""):
     path = tmp_path / "config.toml"
     path.write_text(
-        f'[daemon]\nlog_format = "plain"\nruntime_dir = "{tmp_path}/run"\nstate_dir = "{tmp_path}/state"\nshutdown_grace = "1s"\n'
+        f'[daemon]\nlog_format = "plain"\nruntime_dir = "{tmp_path}/run"\n'
+        f'state_dir = "{tmp_path}/state"\nshutdown_grace = "1s"\n'
         f'[output.metrics]\npath = "{tmp_path}/out/metrics.jsonl"\n'
         f'[output.alerts]\npath = "{tmp_path}/out/alerts.jsonl"\n'
         f'[collectors.system]\ninterval = "{interval}"\n' + extra

@@ -226,3 +226,53 @@ class TestNonFinite:
         (resolved,) = h.evaluator.replace_rules([rule(name="stays", warning=100)], 2.0)
         assert (resolved.rule, str(resolved.kind)) == ("gone", "resolved")
         assert h.evaluator.states.keys() == {("stays", ())}
+
+
+class TestRestore:
+    """What the state store gives back after a restart."""
+
+    def restarted(self, h: Harness, down_for: float) -> Harness:
+        saved = h.evaluator.take_changes()
+        last = h.clock.now
+        fresh = Harness(*[r.config for r in h.evaluator.rules])
+        fresh.clock.advance(last - fresh.clock.now + down_for)
+        fresh.evaluator.restore(
+            {k: v for k, v in saved.items() if v is not None}, last, fresh.clock.now
+        )
+        return fresh
+
+    def test_a_firing_alert_stays_firing_without_a_second_firing(self):
+        h = Harness(rule(warning=60))
+        assert h.kinds([70]) == [("firing", "warning")]
+        h2 = self.restarted(h, down_for=30)
+        assert h2.kinds([70, 70]) == []
+        assert h2.kinds([10]) == [("resolved", "warning")]
+
+    def test_a_pending_alert_keeps_its_elapsed_for_time(self):
+        h = Harness(rule(warning=60, for_=60))
+        assert h.kinds([70, 70, 70]) == []  # pending for 20 s of 60 s
+        h2 = self.restarted(h, down_for=600)  # downtime does not count
+        assert h2.kinds([70, 70, 70], step=10) == []  # 50 s of 60 s
+        assert h2.kinds([70], step=10) == [("firing", "warning")]
+
+    def test_a_recovery_while_down_is_resolved_once(self):
+        h = Harness(rule(warning=60))
+        h.kinds([70])
+        h2 = self.restarted(h, down_for=120)
+        assert h2.kinds([10, 10, 10]) == [("resolved", "warning")]
+
+    def test_states_of_removed_rules_are_not_restored(self):
+        h = Harness(rule(name="gone", warning=60))
+        h.kinds([70])
+        saved = h.evaluator.take_changes()
+        other = Evaluator([rule(name="other", warning=60)])
+        other.restore({k: v for k, v in saved.items() if v}, h.clock.now, h.clock.now + 1)
+        assert other.states == {}
+
+    def test_no_data_counts_from_the_restart(self):
+        h = Harness(rule(warning=60, no_data_after="30s"))
+        h.kinds([10])
+        h2 = self.restarted(h, down_for=3600)
+        assert h2.evaluator.tick(h2.clock.advance(20)) == []
+        (event,) = h2.evaluator.tick(h2.clock.advance(15))
+        assert str(event.kind) == "nodata"

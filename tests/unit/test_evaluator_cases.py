@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from fossamon.config import RuleConfig, parse_config
 from fossamon.model import AlertEvent, Batch, EventKind, Sample, Severity, make_labels
-from fossamon.rules.evaluator import Evaluator, SeriesState, step, Rule
+from fossamon.rules.evaluator import Evaluator, Rule, SeriesState, step
 from fossamon.rules.windows import History
 
 CASES = Path(__file__).parent.parent / "cases"
@@ -147,7 +147,7 @@ def replay(config: RuleConfig, script: list[tuple[int, int | None]]):
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rules(), steps)
 def test_episode_invariants(config: RuleConfig, script: list[tuple[int, int | None]]) -> None:
-    rule, observed, events = replay(config, script)
+    _, _, events = replay(config, script)
     open_episode = False
     for event in events:
         kind = event.kind

@@ -87,7 +87,7 @@ class TestIngest:
         now = time.time()
         await pipeline.alerts.start(None, now, config)
         try:
-            (event,) = await pipeline.ingest(api_batch(now + 1, 0.0))
+            (_event,) = await pipeline.ingest(api_batch(now + 1, 0.0))
         finally:
             await pipeline.alerts.stop(1.0)
         (record,) = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
