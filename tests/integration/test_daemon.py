@@ -114,7 +114,8 @@ class TestAlerts:
             for e in line["errors"]
         }
         assert "status" in error_kinds
-        assert b"alert=firing" in daemon.stderr and b"rule=api_down" in daemon.stderr
+        assert b"alert=firing" in daemon.stderr
+        assert b"rule=api_down" in daemon.stderr
 
     async def test_missing_database_is_critical_and_never_created(self, tmp_path, target):
         missing = tmp_path / "nope" / "fossawork_v2.db"
