@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from fossamon.collectors.base import enabled_sections, metrics_for
+from fossamon.collectors.base import enabled_sections, metrics_for, target_labels
 from fossamon.config import sink_name
 from fossamon.model import event_from_json
 from fossamon.silences import Silence, first_match
@@ -31,10 +31,10 @@ from fossamon.sinks.base import Delivery, build_sink_workers
 from fossamon.storage.state import MemoryStateStore, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from fossamon.config import Config, SinkConfig
-    from fossamon.model import AlertEvent
+    from fossamon.model import AlertEvent, Labels
     from fossamon.rules.evaluator import Evaluator
     from fossamon.sinks.base import SinkWorker
     from fossamon.storage.jsonl import JsonlWriter
@@ -48,6 +48,7 @@ NO_DATA_INTERVALS = 3
 # measured from it at the next start).
 SAVE_EVERY = 10.0
 STOP_GRACE = 2.0
+SILENCES_REREAD = 5.0
 
 
 def no_data_defaults(config: Config) -> dict[str, float]:
@@ -61,6 +62,28 @@ def no_data_defaults(config: Config) -> dict[str, float]:
         for metric in metrics_for(name, section):
             out[metric] = max(out.get(metric, 0.0), wait)
     return out
+
+
+def collected_series(config: Config) -> Callable[[str, Labels], bool]:
+    """Does this config still collect the series (metric, labels)? A metric no enabled
+    collector produces, or a target (endpoint, query, mount) no longer configured: no."""
+    produced = {
+        name: metrics_for(name, section)
+        for name, section in enabled_sections(config.collectors).items()
+    }
+    targets = target_labels(config.collectors)
+
+    def collected(metric: str, labels: Labels) -> bool:
+        present = dict(labels)
+        for collector, metrics in produced.items():
+            if metric not in metrics:
+                continue
+            label, names = targets.get(collector, ("", set()))
+            if present.get(label) is None or present[label] in names:
+                return True
+        return False
+
+    return collected
 
 
 class AlertDispatcher:
@@ -84,6 +107,9 @@ class AlertDispatcher:
         self._store_failing = False
         self._saved_at = 0.0
         self._data_version: int | None = None
+        self._silences_read_at = 0.0
+        # Changes a failed commit could not save: merged into the next commit (newer wins).
+        self._unsaved: dict[str, dict[str, Any] | None] = {}
 
     # --- life ----------------------------------------------------------------------------
 
@@ -99,7 +125,7 @@ class AlertDispatcher:
         except Exception as exc:  # noqa: BLE001 - a broken store costs durability, not alerts
             log.error("state store unreadable; starting without saved alert states", error=str(exc))
             saved, last = {}, None
-        self.evaluator.restore(saved, last, now)
+        owed = self.evaluator.restore(saved, last, now, collected_series(config))
         restored = self.evaluator.firing()
         if restored:
             log.info(
@@ -112,6 +138,7 @@ class AlertDispatcher:
         for worker in self.workers:
             worker.start()
         await self._requeue(now)
+        await self.publish(owed, now)
 
     async def _requeue(self, now: float) -> None:
         try:
@@ -147,14 +174,21 @@ class AlertDispatcher:
         await self._save(time.time(), force=True)
         await self.store.close()
 
-    async def replace_sinks(self, sinks: Sequence[SinkConfig], now: float) -> None:
+    def prepare_sinks(self, config: Config) -> list[SinkWorker] | None:
+        """For a reload, before anything changes: the new workers (None: sinks unchanged).
+        Raises SinkError for a sink that cannot be built, so the reload is refused whole."""
+        sinks = config.effective_sinks()
+        if sinks == self.sink_configs:
+            return None
+        return build_sink_workers(sinks, config.host(), self.store)
+
+    async def replace_sinks(self, workers: list[SinkWorker], config: Config, now: float) -> None:
         """A reload changed `[[sinks]]`: new workers; what the old ones had not delivered is
         still in the outbox and goes to the new ones of the same name."""
-        if [*sinks] == self.sink_configs:
-            return
         await asyncio.gather(*(worker.stop(0.5) for worker in self.workers))
-        self.sink_configs = list(sinks)
-        self.workers = build_sink_workers(self.sink_configs, self.host, self.store)
+        self.sink_configs = config.effective_sinks()
+        self.workers = workers
+        sinks = self.sink_configs
         for worker in self.workers:
             worker.start()
         await self._requeue(now)
@@ -166,21 +200,26 @@ class AlertDispatcher:
         except Exception as exc:  # noqa: BLE001
             log.error("could not store the config's silences", error=str(exc))
 
-    async def reload(self, config: Config, now: float) -> None:
+    async def reload(self, config: Config, workers: list[SinkWorker] | None, now: float) -> None:
         self.host = config.host()
         await self._sync_config_silences(config, now)
         await self.refresh_silences(now, force=True)
-        await self.replace_sinks(config.effective_sinks(), now)
+        if workers is not None:
+            await self.replace_sinks(workers, config, now)
 
     # --- per batch of events -------------------------------------------------------------
 
     async def refresh_silences(self, now: float, *, force: bool = False) -> None:
-        """Pick up silences added or expired by `fossamon silence` (another process)."""
+        """Pick up silences added or expired by `fossamon silence` (another process), and
+        silences whose `starts` has come (time passing changes no file, so they are also
+        re-read every few seconds)."""
         try:
             version = await self.store.data_version()
-            if force or version != self._data_version:
+            due = now - self._silences_read_at >= SILENCES_REREAD
+            if force or due or version != self._data_version:
                 self.silences = await self.store.active_silences(now)
                 self._data_version = version
+                self._silences_read_at = now
         except Exception as exc:  # noqa: BLE001
             self._store_problem(exc)
         self.silences = [s for s in self.silences if s.active(now)]
@@ -213,14 +252,16 @@ class AlertDispatcher:
         return dataclasses.replace(event, silenced_by=silence.id)
 
     async def _commit(self, outbox: list[tuple[str, dict[str, Any]]], now: float) -> list[int]:
-        changes = self.evaluator.take_changes()
+        changes = {**self._unsaved, **self.evaluator.take_changes()}
         if not changes and not outbox and now - self._saved_at < SAVE_EVERY:
             return []
         try:
             ids = await self.store.commit(changes, outbox, now)
         except Exception as exc:  # noqa: BLE001 - see the module docstring
             self._store_problem(exc)
+            self._unsaved = changes
             return [0] * len(outbox)
+        self._unsaved = {}
         self._saved_at = now
         if self._store_failing:
             self._store_failing = False

@@ -703,6 +703,8 @@ def _sink_problems(config: Config, file: str) -> list[ConfigProblem]:
     if config.collectors.db is not None:
         taken[os.path.realpath(config.collectors.db.path)] = "collectors.db.path"
     for i, sink in enumerate(config.sinks):
+        if isinstance(sink, WebhookSinkConfig | AlertmanagerSinkConfig):
+            problems.extend(_auth_problems(sink, f"sinks[{i}]", file))
         if isinstance(sink, JsonlSinkConfig):
             real = os.path.realpath(sink.path)
             if real in taken:
@@ -710,6 +712,26 @@ def _sink_problems(config: Config, file: str) -> list[ConfigProblem]:
                 problems.append(ConfigProblem(file, f"sinks[{i}].path", message))
             taken[real] = f"sinks[{i}].path"
     return problems
+
+
+def _auth_problems(
+    sink: WebhookSinkConfig | AlertmanagerSinkConfig, where: str, file: str
+) -> list[ConfigProblem]:
+    """One way to authenticate: two would send two Authorization headers (or one silently)."""
+    header = any(name.lower() == "authorization" for name in sink.headers)
+    password = bool(URL(sink.url).password)
+    ways = [
+        name
+        for name, used in (
+            ('"bearer_token"', bool(sink.bearer_token)),
+            ("an Authorization header", header),
+            ("a user:password in the URL", password),
+        )
+        if used
+    ]
+    if len(ways) < 2:
+        return []
+    return [ConfigProblem(file, where, f"give one way to authenticate, not {' and '.join(ways)}")]
 
 
 def _silence_problems(config: Config, file: str) -> list[ConfigProblem]:

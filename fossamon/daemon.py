@@ -30,7 +30,7 @@ from fossamon.collectors.base import (
 )
 from fossamon.config import config_digest, read_config_text
 from fossamon.control import DaemonState, process_start_ticks, remove_state, write_state
-from fossamon.errors import EX_CANTCREAT, EX_OK, ConfigError
+from fossamon.errors import EX_CANTCREAT, EX_CONFIG, EX_OK, ConfigError, SinkError
 from fossamon.health import Health, assess
 from fossamon.log import configure_logging
 from fossamon.model import Severity
@@ -132,7 +132,11 @@ class Daemon:
             self._close_outputs()
             return EX_CANTCREAT
         try:
-            await self.alerts.start(store, time.time(), self.config)
+            try:
+                await self.alerts.start(store, time.time(), self.config)
+            except SinkError as exc:
+                log.error("cannot start: a sink cannot be set up", error=str(exc))
+                return EX_CONFIG
             self._log_warnings(self.config)
             self._start_collectors()
             self._write_state()
@@ -387,6 +391,7 @@ class Daemon:
         """Apply `new`. Everything that can fail (opening files, building collectors) happens
         before anything changes, so a failure leaves the running config whole."""
         old = self.config
+        workers = self.alerts.prepare_sinks(new)
         rebuilt = self._build_changed_collectors(old, new)
         self._retarget_outputs(new)
         now = time.time()
@@ -395,7 +400,7 @@ class Daemon:
         resolved = self.evaluator.replace_rules(new.rules, now, no_data_defaults(new))
         await self.alerts.publish(resolved, now)
         self.history.set_retention(self.evaluator.retention())
-        await self.alerts.reload(new, now)
+        await self.alerts.reload(new, workers, now)
         await self._swap_collectors(old, new, rebuilt, now)
         if (new.daemon.log_level, new.daemon.log_format) != (
             old.daemon.log_level,

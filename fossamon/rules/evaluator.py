@@ -18,6 +18,7 @@ anything fired) and closes with exactly one `resolved`; in between only `escalat
 
 from __future__ import annotations
 
+import hashlib
 import string
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from fossamon.rules.windows import aggregate, predict
 from fossamon.units import format_duration, format_value
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from fossamon.config import RuleConfig
     from fossamon.rules.windows import History, SeriesWindow
@@ -141,6 +142,7 @@ class Rule:
     above: bool = field(init=False)
     levels: list[Level] = field(init=False)  # most severe first
     lowest: Severity = field(init=False)
+    digest: str = field(init=False)
 
     def __post_init__(self) -> None:
         config = self.config
@@ -159,6 +161,8 @@ class Rule:
         self.lowest = self.levels[-1].severity
         if config.no_data_after is not None:
             self.no_data_after = config.no_data_after
+        # Saved with each state: a restart under an edited rule must not resume its alerts.
+        self.digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
 
     def breaches(self, value: float, level: float) -> bool:
         return value > level if self.above else value < level
@@ -215,7 +219,6 @@ def step(  # noqa: C901, PLR0912 - one state machine, kept in one place to be re
     without data. Returns the new state and the events to send (pure: nothing is mutated)."""
     config = rule.config
     s = state
-    threshold = s.threshold
     no_data_now = False
     if value is not None:
         target, threshold = rule.target(value, s.severity)
@@ -225,48 +228,45 @@ def step(  # noqa: C901, PLR0912 - one state machine, kept in one place to be re
         last = s.last_data if s.last_data is not None else s.since
         no_data_now = now - last >= rule.no_data_after
         if no_data_now and config.no_data == "ok":
-            s = replace(s, pending_since=None, recovering_since=None)
+            if s.pending_since is not None or s.recovering_since is not None:
+                s = replace(s, pending_since=None, recovering_since=None)
             s = _set_severity(s, Severity.OK, now)
-        elif no_data_now and config.no_data == "alert":
-            s = replace(s, pending_since=None)  # `for` restarts when data returns
+        elif no_data_now and config.no_data == "alert" and s.pending_since is not None:
+            s = replace(s, pending_since=None)  # `for` starts over when data returns
 
-    s = _track_flapping(rule, state, s, now)
     events: list[AlertEvent] = []
     emit = _Emitter(rule, labels, now, events, why="no data" if no_data_now else "")
+    data_back = s.nodata and value is not None
+    if data_back:
+        # The episode the nodata event opened (or marked) stays open: no second opening.
+        s = replace(s, nodata=False, announced=max(s.announced, rule.lowest))
+        emit.why = "data is back"
 
+    s = _track_flapping(rule, state, s, now)
     if s.flapping:
         if not state.flapping:
-            emit(EventKind.FLAPPING, s, max(s.announced, rule.lowest))
-            s = replace(s, last_sent=now)
+            # Opens an episode if none is open: sinks hold it until it settles.
+            s = replace(s, announced=max(s.announced, rule.lowest), last_sent=now)
+            emit(EventKind.FLAPPING, s, s.announced)
         return s, events
-
-    if state.flapping:
+    settled = state.flapping
+    if settled:
         emit.why = "stopped flapping"  # sinks hear where it stands now, whatever the value
 
-    if value is None and no_data_now and config.no_data == "alert" and not s.nodata:
-        severity = s.announced if s.announced > Severity.OK else rule.lowest
-        since = s.since if s.open else now
-        s = replace(s, nodata=True, since=since, last_sent=now)
-        emit(EventKind.NODATA, s, severity)
-        return s, events
-
-    if s.nodata and value is not None:
-        # Data is back. The episode is open, so no second opening: say where it stands.
-        s = replace(s, nodata=False)
-        told = s.announced if s.announced > Severity.OK else rule.lowest
-        s = replace(s, announced=told)
-        emit.why = "data is back"
-        if s.severity == told:
-            emit(EventKind.REPEAT, s, told)
-            return replace(s, last_sent=now), events
-
     s = _announce(s, now, emit)
+    if value is None and no_data_now and config.no_data == "alert" and not s.nodata:
+        severity = max(s.announced, rule.lowest)
+        s = replace(s, nodata=True, since=s.since if s.open else now)
+        emit(EventKind.NODATA, s, severity, why="no data")
+    elif (data_back or settled) and not events and s.open:
+        emit(EventKind.REPEAT, s, max(s.announced, rule.lowest))
     if events:
         return replace(s, last_sent=now), events
     if s.open:
-        interval = rule.repeat_every(s.announced)
+        severity = max(s.announced, rule.lowest)
+        interval = rule.repeat_every(severity)
         if interval > 0 and now - s.last_sent >= interval:
-            emit(EventKind.REPEAT, s, s.announced if s.announced > Severity.OK else rule.lowest)
+            emit(EventKind.REPEAT, s, severity)
             s = replace(s, last_sent=now)
     return s, events
 
@@ -297,7 +297,7 @@ def _set_severity(
     if severity == s.severity:
         return s
     changes = (*s.changes, now)
-    if s.severity == Severity.OK and not s.nodata:  # an episode begins when the breach began
+    if s.severity == Severity.OK and not s.open:  # an episode begins when the breach began
         return replace(s, severity=severity, since=now if since is None else since, changes=changes)
     return replace(s, severity=severity, changes=changes)
 
@@ -307,8 +307,9 @@ def _track_flapping(rule: Rule, before: SeriesState, s: SeriesState, now: float)
     release it when they have fallen to half the threshold (hysteresis, as Nagios does)."""
     config = rule.config
     horizon = now - config.flap_window
-    changes = tuple(t for t in s.changes if t > horizon)
-    if changes != s.changes:
+    changes = s.changes
+    if changes and changes[0] <= horizon:
+        changes = tuple(t for t in changes if t > horizon)
         s = replace(s, changes=changes)
     if config.flap_threshold <= 0:
         return replace(s, flapping=False) if s.flapping else s
@@ -332,7 +333,7 @@ def _announce(s: SeriesState, now: float, emit: _Emitter) -> SeriesState:
         kind = EventKind.ESCALATED if actual > told else EventKind.DEESCALATED
         emit(kind, s, actual)
     if actual == Severity.OK:
-        s = replace(s, since=now)
+        s = replace(s, since=now, nodata=False)
     return replace(s, announced=actual)
 
 
@@ -415,6 +416,47 @@ def make_event(
     )
 
 
+# A calm series (ok, nothing pending, nothing told) that has sent nothing for this long, and
+# at least 10 of its no-data intervals, is forgotten: label churn must not grow state forever.
+FORGET_CALM_AFTER = 3600.0
+
+
+def _forgettable(s: SeriesState, rule: Rule, now: float) -> bool:
+    if s.open or s.severity > Severity.OK or s.pending_since is not None or s.flapping:
+        return False
+    last = s.last_data if s.last_data is not None else s.since
+    return now - last >= max(FORGET_CALM_AFTER, 10 * rule.no_data_after)
+
+
+def _orphan_resolved(
+    rule: str,
+    metric: str,
+    labels: Labels,
+    state: SeriesState,
+    print_: str,
+    now: float,
+    *,
+    why: str,
+) -> AlertEvent:
+    """`resolved` for a saved alert whose rule no longer exists as it was (no Rule to render
+    the usual summary with)."""
+    severity = max(state.announced, Severity.WARNING)
+    return AlertEvent(
+        ts=now,
+        kind=EventKind.RESOLVED,
+        rule=rule,
+        severity=severity,
+        labels=labels,
+        value=state.value,
+        threshold=state.threshold,
+        since=state.since,
+        summary=f"{rule}: {format_series(metric, labels)} resolved ({why})",
+        metric=metric,
+        fingerprint=print_ if len(print_) == len(fingerprint(rule, labels)) else "",
+        previous=severity,
+    )
+
+
 def _shown(metric: str, aggregate_name: str, value: float | None) -> str:
     if value is None or value != value:  # noqa: PLR0124 - NaN check without importing math
         return "n/a"
@@ -452,20 +494,42 @@ class Evaluator:
     # --- persistence -------------------------------------------------------------------------
 
     def restore(
-        self, saved: Mapping[str, Mapping[str, Any]], last_evaluation: float | None, now: float
-    ) -> None:
-        """Take back states saved by `take_changes()`. Time the daemon was down does not count
-        toward `for` or `keep_firing_for` (they keep their elapsed time), and "no data" is
-        counted from now: we could not have collected while we were not running."""
+        self,
+        saved: Mapping[str, Mapping[str, Any]],
+        last_evaluation: float | None,
+        now: float,
+        collected: Callable[[str, Labels], bool] | None = None,
+    ) -> list[AlertEvent]:
+        """Take back states saved by `take_changes()`; returns the events a restart owes.
+
+        Time the daemon was down does not count toward `for` or `keep_firing_for` (they keep
+        their elapsed time), and "no data" is counted from now: we could not have collected
+        while we were not running. A saved alert whose rule was removed or changed, or whose
+        series the config no longer collects (`collected`), is resolved and forgotten, as a
+        reload would have done had the edit been made while we ran."""
         downtime = max(0.0, now - last_evaluation) if last_evaluation is not None else 0.0
-        names = {rule.name for rule in self.rules}
-        for record in saved.values():
-            rule, labels = record.get("rule"), record.get("labels")
-            if not isinstance(rule, str) or rule not in names or not isinstance(labels, list):
+        rules = {rule.name: rule for rule in self.rules}
+        events: list[AlertEvent] = []
+        for print_, record in saved.items():
+            name, labels_json = record.get("rule"), record.get("labels")
+            if not isinstance(name, str) or not isinstance(labels_json, list):
                 continue
-            key = (rule, tuple((str(k), str(v)) for k, v in labels))
+            labels = tuple((str(k), str(v)) for k, v in labels_json)
+            key = (name, labels)
             s = SeriesState.from_json(record.get("state", {}))
-            s = replace(
+            rule = rules.get(name)
+            metric = str(record.get("metric", ""))
+            why = ""
+            if rule is None or record.get("digest") != rule.digest:
+                why = "rule removed or changed while fossamon was stopped"
+            elif collected is not None and not collected(rule.config.metric, labels):
+                why = "no longer collected"
+            if why:
+                if s.open:
+                    events.append(_orphan_resolved(name, metric, labels, s, print_, now, why=why))
+                self._removed.add(key)
+                continue
+            self.states[key] = replace(
                 s,
                 pending_since=None if s.pending_since is None else s.pending_since + downtime,
                 recovering_since=None
@@ -473,19 +537,23 @@ class Evaluator:
                 else s.recovering_since + downtime,
                 last_data=now,
             )
-            self.states[key] = s
+        return events
 
     def take_changes(self) -> dict[str, dict[str, Any] | None]:
         """States changed since the last call, by fingerprint (None: forget it)."""
         out: dict[str, dict[str, Any] | None] = {}
         for key in self._removed:
             out[fingerprint(*key)] = None
+        digests = {rule.name: (rule.digest, rule.config.metric) for rule in self.rules}
         for key in self._dirty:
             state = self.states.get(key)
             if state is not None:
+                digest, metric = digests.get(key[0], ("", ""))
                 out[fingerprint(*key)] = {
                     "rule": key[0],
                     "labels": [list(pair) for pair in key[1]],
+                    "metric": metric,
+                    "digest": digest,
                     "state": state.to_json(),
                 }
         self._dirty.clear()
@@ -546,19 +614,29 @@ class Evaluator:
     ) -> list[AlertEvent]:
         """Events for the series in `series` (those a batch just updated), or for all."""
         events: list[AlertEvent] = []
-        metrics = None if series is None else {name for name, _ in series}
+        updated: dict[str, list[Labels]] | None = None
+        if series is not None:
+            updated = {}
+            for name, labels in series:
+                updated.setdefault(name, []).append(labels)
         for rule in self.rules:
             metric = rule.config.metric
-            if metrics is not None and metric not in metrics:
+            if updated is None:
+                candidates = list(history.select(metric, rule.config.labels))
+            elif metric in updated:
+                candidates = history.pick(metric, updated[metric], rule.config.labels)
+            else:
                 continue
-            for labels, window in history.select(metric, rule.config.labels):
-                if series is not None and (metric, labels) not in series:
-                    continue
-                value = rule.value_at(window, now)
-                if value is None:
-                    continue  # too little data for the aggregate yet: the tick judges staleness
+            for labels, window in candidates:
                 key = (rule.name, labels)
                 before = self.states.get(key)
+                value = rule.value_at(window, now)
+                if value is None:
+                    # Data came, but too little for the aggregate yet (a predict after a
+                    # restart): data nonetheless, so it is not "missing".
+                    if before is not None and before.last_data != now:
+                        self.states[key] = replace(before, last_data=now)
+                    continue
                 after, out = step(
                     rule,
                     labels,
@@ -572,7 +650,8 @@ class Evaluator:
         return events
 
     def tick(self, now: float) -> list[AlertEvent]:
-        """Time passing without data: no-data detection, repeats, flap release."""
+        """Time passing without data: no-data detection, repeats, flap release; and calm
+        series that stopped reporting long ago are forgotten (bounded state)."""
         events: list[AlertEvent] = []
         rules = {rule.name: rule for rule in self.rules}
         for key, before in list(self.states.items()):
@@ -583,6 +662,8 @@ class Evaluator:
             if after is not before:
                 self._put(key, before, after)
             events.extend(out)
+            if not out and _forgettable(after, rule, now):
+                self._drop(key)
         return events
 
     def forget(self, series: set[SeriesKey], now: float) -> list[AlertEvent]:

@@ -15,7 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from fossamon.model import Batch, Labels, SeriesKey
 
@@ -94,12 +94,30 @@ class History:
         for (name, _), window in self.series.items():
             window.retention = self.retention.get(name, self.default)
 
+    def pick(
+        self, metric: str, labels: Iterable[Labels], matchers: Mapping[str, str]
+    ) -> list[tuple[Labels, SeriesWindow]]:
+        """`select` limited to the given label sets (those a batch just updated): no scan of
+        every series of the metric."""
+        windows = self._by_metric.get(metric, {})
+        out = []
+        for one in labels:
+            window = windows.get(one)
+            if window is not None and (not matchers or _matches(one, matchers)):
+                out.append((one, window))
+        return out
+
     def select(
         self, metric: str, matchers: Mapping[str, str]
     ) -> Iterator[tuple[Labels, SeriesWindow]]:
         for labels, window in self._by_metric.get(metric, {}).items():
-            if all(dict(labels).get(k) == v for k, v in matchers.items()):
+            if _matches(labels, matchers):
                 yield labels, window
+
+
+def _matches(labels: Labels, matchers: Mapping[str, str]) -> bool:
+    present = dict(labels)
+    return all(present.get(k) == v for k, v in matchers.items())
 
 
 def _percentile(q: float) -> Callable[[Sequence[Point]], float | None]:

@@ -276,3 +276,67 @@ class TestRestore:
         assert h2.evaluator.tick(h2.clock.advance(20)) == []
         (event,) = h2.evaluator.tick(h2.clock.advance(15))
         assert str(event.kind) == "nodata"
+
+    def test_a_rule_edited_while_down_resolves_its_saved_alerts(self):
+        h = Harness(rule(warning=60))
+        h.kinds([70])
+        saved = h.evaluator.take_changes()
+        edited = Evaluator([rule(warning=65)])
+        (event,) = edited.restore(saved, h.clock.now, h.clock.now + 5)
+        assert (str(event.kind), event.rule, event.severity.label) == ("resolved", "r", "warning")
+        assert "rule removed or changed while fossamon was stopped" in event.summary
+        assert event.fingerprint == next(iter(saved))
+        assert edited.states == {}
+        assert edited.take_changes() == {next(iter(saved)): None}  # forgotten in the store
+
+    def test_a_series_no_longer_collected_is_resolved_at_restart(self):
+        h = Harness(rule(warning=60))
+        h.kinds([70], endpoint="orders")
+        saved = h.evaluator.take_changes()
+        fresh = Evaluator([rule(warning=60)])
+        events = fresh.restore(
+            saved,
+            h.clock.now,
+            h.clock.now + 5,
+            lambda _m, labels: dict(labels)["endpoint"] != "orders",
+        )
+        assert [(str(e.kind), dict(e.labels)) for e in events] == [
+            ("resolved", {"endpoint": "orders"})
+        ]
+        assert fresh.states == {}
+
+
+class TestHousekeeping:
+    def test_data_too_thin_for_the_aggregate_is_still_data(self):
+        """A predict rule right after a restart has data but no verdict: not 'no data'."""
+        config = rule(
+            aggregate="predict", window=600, predict_ahead="1h", critical=100, no_data_after="30s"
+        )
+        h = Harness(config)
+        h.kinds([10] * 40, step=10)  # a verdict (ok) once the points cover half the window
+        saved, last = h.evaluator.take_changes(), h.clock.now
+        restarted = Harness(config)
+        restarted.clock.advance(last - restarted.clock.now + 60)
+        restarted.evaluator.restore(saved, last, restarted.clock.now)
+        assert restarted.kinds([10, 10, 10, 10, 10], step=10) == []  # thin: no verdict yet
+        assert restarted.evaluator.tick(restarted.clock.advance(25)) == []  # and no "no data"
+
+    def test_calm_series_that_stopped_reporting_are_forgotten(self):
+        h = Harness(rule(warning=60, no_data="keep", no_data_after="30s"))
+        h.kinds([10], endpoint="a")
+        h.kinds([10], endpoint="b")
+        h.evaluator.take_changes()
+        assert h.evaluator.tick(h.clock.advance(3000)) == []
+        assert len(h.evaluator.states) == 2
+        assert h.evaluator.tick(h.clock.advance(700)) == []
+        assert h.evaluator.states == {}
+        assert set(h.evaluator.take_changes().values()) == {None}
+
+    def test_an_idle_tick_changes_nothing(self):
+        h = Harness(rule(warning=60, no_data_after="30s"))
+        h.kinds([10])
+        ((key, before),) = h.evaluator.states.items()
+        h.evaluator.take_changes()
+        assert h.evaluator.tick(h.clock.advance(1)) == []
+        assert h.evaluator.states[key] is before
+        assert h.evaluator.take_changes() == {}

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fossamon.config import RuleConfig, parse_config
-from fossamon.model import AlertEvent, Batch, EventKind, Sample, Severity, make_labels
+from fossamon.model import AlertEvent, Batch, EventKind, Sample, Severity, fingerprint, make_labels
 from fossamon.rules.evaluator import Evaluator, Rule, SeriesState, step
 from fossamon.rules.windows import History
 
@@ -147,22 +147,31 @@ def replay(config: RuleConfig, script: list[tuple[int, int | None]]):
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rules(), steps)
 def test_episode_invariants(config: RuleConfig, script: list[tuple[int, int | None]]) -> None:
-    _, _, events = replay(config, script)
+    rule = Rule(config)
+    labels = make_labels(endpoint="e")
+    state = SeriesState(since=0.0)
+    now = 0.0
     open_episode = False
-    for event in events:
-        kind = event.kind
-        if kind == EventKind.FIRING:
-            assert not open_episode, "two firings without a resolve between them"
-            open_episode = True
-        elif kind == EventKind.NODATA:
-            open_episode = True  # opens one, or marks an open one as missing data
-        elif kind == EventKind.RESOLVED:
-            assert open_episode, "resolved without a prior firing"
-            open_episode = False
-        elif kind in INSIDE:
-            assert open_episode, f"{kind} outside an episode"
-        assert event.severity > Severity.OK
-    assert all(e.fingerprint == events[0].fingerprint for e in events)
+    for wait, value in script:
+        now += wait
+        state, events = step(rule, labels, state, now, None if value is None else float(value))
+        for event in events:
+            kind = event.kind
+            if kind == EventKind.FIRING:
+                assert not open_episode, "two firings without a resolve between them"
+                open_episode = True
+            elif kind in {EventKind.NODATA, EventKind.FLAPPING}:
+                open_episode = True  # opens one, or marks the open one
+            elif kind == EventKind.RESOLVED:
+                assert open_episode, "resolved without a prior firing"
+                open_episode = False
+            else:
+                assert kind in INSIDE
+                assert open_episode, f"{kind} outside an episode"
+            assert event.severity > Severity.OK
+            assert event.fingerprint == fingerprint("r", labels)
+        # what sinks were told matches what the state says is open
+        assert state.open == open_episode, (now, state)
 
 
 def _breaches(rule: Rule, value: float, level: float) -> bool:

@@ -90,3 +90,33 @@ class TestOtherFormats:
         chosen, lines = run(tmp_path, fmt="journal", level="warning")
         assert chosen == "format=journal"
         assert lines[0] == "<4>slow run duration=1.5"
+
+    def test_a_notice_is_priority_5_and_secrets_are_masked(self, tmp_path):
+        """A resolved alert asks for syslog's notice (the stdlib has no such level); a
+        registered secret never reaches a line, tracebacks included."""
+        script = textwrap.dedent(
+            """
+            import io, structlog
+            from fossamon.log import configure_logging
+            from fossamon.redact import set_secrets
+            out = io.StringIO()
+            configure_logging("info", "journal", out)
+            set_secrets(["s3cr3t-token"])
+            log = structlog.get_logger("t")
+            log.info("alert resolved", syslog_level="notice", rule="r")
+            log.error("post failed", url="https://user:s3cr3t-token@hooks.example/x")
+            try:
+                raise RuntimeError("token s3cr3t-token refused")
+            except RuntimeError:
+                log.exception("crashed")
+            print(out.getvalue(), end="")
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, timeout=60, check=True
+        )
+        lines = done.stdout.decode().splitlines()
+        assert lines[0] == "<5>alert resolved rule=r"
+        assert lines[1].startswith("<3>post failed url=")
+        assert "s3cr3t-token" not in done.stdout.decode()
+        assert any(line.startswith("<3>RuntimeError: token *** refused") for line in lines)

@@ -104,3 +104,54 @@ class TestIngest:
         assert await pipeline.tick(5.0) == []
         (event,) = await pipeline.tick(11.5)
         assert str(event.kind) == "nodata"
+
+
+class FailingOnce(MemoryStateStore):
+    """A store whose next commit fails (a full disk), then works again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = False
+
+    async def commit(self, alerts, outbox, now):
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(28, "No space left on device")
+        return await super().commit(alerts, outbox, now)
+
+
+class TestDurability:
+    async def test_changes_a_failed_commit_could_not_save_go_with_the_next(self, tmp_path):
+        evaluator = Evaluator([down_rule()])
+        store = FailingOnce()
+        alerts = AlertDispatcher("web-1", evaluator, JsonlWriter(tmp_path / "a.jsonl"), store)
+        pipeline = Pipeline("web-1", History({}), evaluator, None, alerts)
+        store.fail_next = True
+        (event,) = await pipeline.ingest(api_batch(1.0, 0.0))  # the alert still goes out
+        assert str(event.kind) == "firing"
+        assert await store.load_alerts() == {}
+        await pipeline.ingest(api_batch(2.0, 0.0))  # nothing changed, but the store catches up
+        (saved,) = (await store.load_alerts()).values()
+        assert saved["state"]["announced"] == 2
+
+    async def test_a_silence_that_starts_later_takes_effect_when_it_starts(self, tmp_path):
+        from fossamon.matchers import parse_matchers
+        from fossamon.silences import Silence
+
+        pipeline, _ = build(tmp_path, down_rule())
+        now = time.time()
+        store = pipeline.alerts.store
+        silence = Silence(
+            "abc123",
+            parse_matchers(['alertname="api_down"']),
+            now + 2,
+            now + 3600,
+            "later",
+            "test",
+            now,
+        )
+        await store.add_silence(silence)
+        await pipeline.alerts.refresh_silences(now)
+        assert pipeline.alerts.silences == []
+        await pipeline.alerts.refresh_silences(now + 6)  # no other process wrote anything
+        assert [s.id for s in pipeline.alerts.silences] == ["abc123"]

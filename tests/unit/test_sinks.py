@@ -15,9 +15,10 @@ from fossamon.config import (
     AlertmanagerSinkConfig,
     JsonlSinkConfig,
     LogSinkConfig,
+    WebhookSinkConfig,
     parse_config,
 )
-from fossamon.errors import SinkError
+from fossamon.errors import ConfigError, SinkError
 from fossamon.model import EventKind, Severity
 from fossamon.sinks import SINKS, build_sink_workers
 from fossamon.sinks.alertmanager import AlertmanagerSink
@@ -535,14 +536,28 @@ class TestBuild:
         assert isinstance(worker.sink, LogSink)
 
     def test_a_token_and_an_authorization_header_conflict(self):
-        config = parse_config(
-            """
+        text = """
             [[sinks]]
             type = "webhook"
-            url = "http://127.0.0.1:1/hook"
+            url = "http://user:pw@127.0.0.1:1/hook"
             bearer_token = "t0ken"
             headers = { Authorization = "Basic abc" }
             """
+        # refused by the config check (so a reload is refused whole, before anything changes)
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text, env={})
+        (problem,) = caught.value.problems
+        assert problem.path == "sinks[0]"
+        assert "give one way to authenticate, not" in problem.message
+        assert '"bearer_token" and an Authorization header and a user:password' in problem.message
+        # and by the builder, for a config that bypassed the check
+        config = parse_config('[[sinks]]\ntype = "log"\n', env={})
+        sink = WebhookSinkConfig(
+            type="webhook",
+            url="http://127.0.0.1:1/hook",
+            bearer_token="t0ken",
+            headers={"Authorization": "Basic abc"},
         )
+        assert config.sinks is not None
         with pytest.raises(SinkError, match="not both"):
-            build_sink_workers(config.effective_sinks(), "h", RecordingOutbox())
+            build_sink_workers([sink], "h", RecordingOutbox())
