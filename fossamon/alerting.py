@@ -165,7 +165,8 @@ class AlertDispatcher:
                 "re-sending events not delivered before the restart",
                 count=len(pending) - len(orphans),
             )
-        active = self.evaluator.active_events(now)
+        # silenced ones included, marked: a silence that holds must hold across a restart too
+        active = [self._silence(event, now) for event in self.evaluator.active_events(now)]
         for worker in self.workers:
             worker.seed_firing(active)
 

@@ -341,13 +341,17 @@ class WebhookSinkConfig(_SinkBase):
     format: Literal["fossamon", "slack"] = "fossamon"
 
 
+# Prometheus' label name rule: Alertmanager answers 400 to anything else, for every POST.
+LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+
+
 class AlertmanagerSinkConfig(_SinkBase):
     type: Literal["alertmanager"]
     url: Annotated[HttpUrl, Field(min_length=1)]
     headers: Headers = Field(default_factory=dict)
     bearer_token: str | None = None
     resend_every: PositiveDuration = 60.0
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelName, str] = Field(default_factory=dict)
 
 
 class ExecSinkConfig(_SinkBase):
@@ -457,6 +461,8 @@ def _error_loc(error: Any) -> tuple[int | str, ...]:
 def format_key_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in _untagged(loc):
+        if part == "[key]":  # pydantic's marker for "the key itself" of a table entry
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -499,6 +505,21 @@ def _first_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _special_message(error: Any) -> str | None:
+    kind = error["type"]
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        tag = error["ctx"]["tag"]
+        return f"unknown sink type {tag!r}; expected one of {', '.join(SINK_MODELS)}"
+    if kind == "union_tag_not_found":
+        return f'needs a "type": one of {", ".join(SINK_MODELS)}'
+    if kind == "string_pattern_mismatch" and error["loc"][-1:] == ("[key]",):
+        name = error.get("input")
+        return f"{name!r} is not a valid name here (letters, digits and _, not first a digit)"
+    return None
+
+
 def _describe(error: Any) -> str:
     kind, msg, value = error["type"], error["msg"], error.get("input")
     if kind == "extra_forbidden":
@@ -511,14 +532,9 @@ def _describe(error: Any) -> str:
             known = ", ".join(names)
             hint = f' (did you mean "{close[0]}"?)' if close else f" (known keys: {known})"
         return f"unknown key{hint}"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "union_tag_invalid":
-        tag = error["ctx"]["tag"]
-        return f"unknown sink type {tag!r}; expected one of {', '.join(SINK_MODELS)}"
-    if kind == "union_tag_not_found":
-        return f'needs a "type": one of {", ".join(SINK_MODELS)}'
-
+    special = _special_message(error)
+    if special is not None:
+        return special
     msg = str(msg).removeprefix("Value error, ")
     if kind in {"value_error", "assertion_error"}:
         return msg

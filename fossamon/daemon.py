@@ -28,6 +28,7 @@ from fossamon.collectors.base import (
     metrics_for,
     target_labels,
 )
+from fossamon.collectors.internal import REPORT_EVERY, internal_batch
 from fossamon.config import config_digest, read_config_text
 from fossamon.control import DaemonState, process_start_ticks, remove_state, write_state
 from fossamon.errors import EX_CANTCREAT, EX_CONFIG, EX_OK, ConfigError, SinkError
@@ -232,10 +233,15 @@ class Daemon:
         """Time passing is an input too: data that stopped coming, repeats, flap release and
         silences are judged every tick, not only when a batch arrives. Its own task: a slow
         state store must not hold up the watchdog heartbeat."""
+        reported = time.monotonic()
         while not self._stop.is_set():
             await asyncio.sleep(ALERT_TICK)
             try:
                 await self.pipeline.tick(time.time())
+                if time.monotonic() - reported >= REPORT_EVERY:
+                    reported = time.monotonic()
+                    outputs = {"metrics": self.metrics_out, "alerts": self.alerts_out}
+                    await self.pipeline.ingest(internal_batch(time.time(), self.alerts, outputs))
             except Exception:
                 log.exception("alert tick failed")
 

@@ -23,6 +23,7 @@ import structlog
 from structlog.dev import ConsoleRenderer, plain_traceback
 from structlog.processors import JSONRenderer, LogfmtRenderer
 
+from fossamon.redact import redact_json_line
 from fossamon.redact import structlog_processor as redact_secrets
 
 if TYPE_CHECKING:
@@ -97,6 +98,10 @@ class JournalRenderer:
         return "\n".join(f"<{priority}>{line}" for line in text.split("\n"))
 
 
+def _redact_json_line(_logger: WrappedLogger, _name: str, line: EventDict | str) -> str:
+    return redact_json_line(line) if isinstance(line, str) else str(line)
+
+
 def _renderer(fmt: Format) -> list[Processor]:
     if fmt == "journal":
         return [structlog.processors.format_exc_info, JournalRenderer()]
@@ -143,7 +148,9 @@ def configure_logging(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *_renderer(fmt),
-                redact_secrets,  # the rendered line: tracebacks, reprs, stdlib messages
+                # the rendered line: tracebacks, reprs, stdlib messages (a JSON line is
+                # redacted as JSON, so it stays valid JSON)
+                _redact_json_line if fmt == "json" else redact_secrets,
             ],
         )
     )

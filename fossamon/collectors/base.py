@@ -59,16 +59,21 @@ def build_collectors(config: CollectorsConfig) -> list[Collector]:
 
 
 def produced_metrics(config: CollectorsConfig) -> set[str]:
-    """Every metric name the enabled collectors can produce (each class lists its METRICS)."""
-    names: set[str] = set()
+    """Every metric name the enabled collectors can produce (each class lists its METRICS),
+    and fossamon's own (collectors/internal.py)."""
+    from fossamon.collectors.internal import METRICS as INTERNAL  # noqa: PLC0415
+
+    names: set[str] = set(INTERNAL)
     for name in enabled_sections(config):
         names.update(collector_class(name).METRICS)
     return names
 
 
 def all_metrics() -> set[str]:
-    """Every metric name any registered collector can produce."""
-    names: set[str] = set()
+    """Every metric name any registered collector can produce, and fossamon's own."""
+    from fossamon.collectors.internal import METRICS as INTERNAL  # noqa: PLC0415
+
+    names: set[str] = set(INTERNAL)
     for name in COLLECTORS:
         names.update(collector_class(name).METRICS)
     return names

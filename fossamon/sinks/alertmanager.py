@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fossamon.config import sink_name
-from fossamon.model import EventKind, iso_ts
+from fossamon.model import EventKind, Severity, iso_ts
 from fossamon.sinks import _http
 from fossamon.sinks.filter import SinkFilter
 
@@ -64,6 +64,7 @@ class _Alert:
     forget_at: float = math.inf  # for a resolved alert: once it reached Alertmanager
     resolve_sent: bool = False
     pending: set[int] = field(default_factory=set)  # outbox ids waiting for a successful POST
+    seeded: bool = False  # restored at a restart from the evaluator's state
 
     def end(self, at: float, now: float) -> None:
         self.ends_at = max(at, self.starts_at)
@@ -114,6 +115,7 @@ class AlertmanagerSink:
         self._session: aiohttp.ClientSession | None = None
         self._batch_keys: list[Key] = []
         self._batch_done: list[int] = []  # ids of events that needed no POST
+        self._seeded_at = 0.0  # when a restart seeded the map (0: never)
 
     # --- the alert map ----------------------------------------------------------------
 
@@ -131,15 +133,16 @@ class AlertmanagerSink:
         """Bring the map up to date with one event; the keys whose alert must be sent."""
         fingerprint = event.key
         mine = [(k, a) for k, a in self.alerts.items() if k[0] == fingerprint]
-        if any(event.ts < a.event_ts for _, a in mine):
-            # Older than what the map holds (an outbox entry replayed after a restart, behind
-            # the seeded state): superseded, it must not undo a newer state.
-            return []
+        touched: list[Key] = self._end_previous(event, now)
+        if event.ts < self._seeded_at and any(a.seeded for _, a in mine):
+            # An outbox entry from before the restart, behind the state the restart seeded:
+            # superseded. (Live events arrive in the evaluator's order, whatever their
+            # timestamps: a tick's event may carry a later ts than a slow probe's.)
+            return touched
         severity = event.severity.label
         ending = event.kind is EventKind.RESOLVED or not self._filter.wants(
             event.rule, event.severity, event.labels
         )
-        touched: list[Key] = []
         for key, alert in mine:
             alert.event_ts = event.ts
             if alert.ends_at is None and (ending or key[1] != severity):
@@ -175,8 +178,31 @@ class AlertmanagerSink:
 
     def seed_firing(self, events: Sequence[AlertEvent]) -> None:
         now = self._clock()
+        self._seeded_at = now
         for event in events:
-            self.apply(event, self.host, 0, now)
+            for key in self.apply(event, self.host, 0, now):
+                self.alerts[key].seeded = True
+
+    def absorb(self, event: AlertEvent) -> None:
+        self.apply(event, self.host, 0, self._clock())
+
+    def _end_previous(self, event: AlertEvent, now: float) -> list[Key]:
+        """An escalation or de-escalation replayed after a restart ends an alert Alertmanager
+        holds at the previous severity, which the seeded map never had: end it explicitly."""
+        if event.kind not in {EventKind.ESCALATED, EventKind.DEESCALATED}:
+            return []
+        key = (event.key, event.previous.label)
+        if event.previous <= Severity.OK or key in self.alerts or event.ts >= self._seeded_at:
+            return []
+        alert = _Alert(
+            {**self.labels(event, self.host), "severity": event.previous.label},
+            alert_annotations(event),
+            event.since,
+            event.ts,
+        )
+        alert.end(event.ts, now)
+        self.alerts[key] = alert
+        return [key]
 
     def _forget(self, now: float) -> None:
         done = [

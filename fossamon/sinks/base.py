@@ -85,6 +85,10 @@ class Sink(Protocol):
     def seed_firing(self, events: Sequence[AlertEvent]) -> None:
         """The alerts firing at a restart (already filtered by this sink's rules)."""
 
+    def absorb(self, event: AlertEvent) -> None:
+        """An event dropped from a full queue: a receiver that keeps state still updates
+        what it re-sends, so a dropped `resolved` cannot leave an alert firing there."""
+
     def next_due(self, now: float) -> float | None:
         """Seconds until `resend` has work (≤ 0: now), or None for a sink without any."""
         ...
@@ -125,6 +129,9 @@ class EventSink:
         raise NotImplementedError
 
     def seed_firing(self, events: Sequence[AlertEvent]) -> None:
+        pass
+
+    def absorb(self, event: AlertEvent) -> None:
         pass
 
     def next_due(self, now: float) -> float | None:  # noqa: ARG002 - nothing periodic
@@ -202,7 +209,9 @@ class SinkWorker:
 
     def accepts(self, event: AlertEvent) -> bool:
         if self.sink.mirrors_state and event.key in self._open:
-            return True  # the receiver holds this alert: it must see how it goes on and ends
+            # The receiver holds this alert: it must see how it goes on and ends; a silenced
+            # event only when it ends it (silenced means: no news, but no ghost left behind).
+            return event.silenced_by is None or event.kind is EventKind.RESOLVED
         return self._filter.accepts(event)
 
     def submit(self, delivery: Delivery) -> None:
@@ -248,6 +257,11 @@ class SinkWorker:
     def _drop_oldest(self) -> None:
         oldest = self._queue.popleft()
         self.stats.dropped += 1
+        if self.sink.mirrors_state:
+            try:
+                self.sink.absorb(oldest.event)
+            except Exception:
+                log.exception("cannot apply a dropped event to a sink's state", sink=self.name)
         if self._episode_dropped == 0:
             log.warning(
                 "sink queue is full; dropping the oldest events",

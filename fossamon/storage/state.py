@@ -369,9 +369,14 @@ class StateStore:
         if self._closed:
             return
         self._closed = True
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.wait([self._flusher])
+        if self._flusher is not None and not self._flusher.done():
+            # Let a flush in progress finish: cancelled between BEGIN and COMMIT it would
+            # leave a transaction open, and the deletions below would fail with it.
+            await asyncio.wait([self._flusher], timeout=FLUSH_INTERVAL + BUSY_TIMEOUT)
+            if not self._flusher.done():
+                self._flusher.cancel()
+                await asyncio.wait([self._flusher])
+                await self._rollback()
         await self._flush()
         await self._db.close()
 

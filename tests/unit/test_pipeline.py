@@ -155,3 +155,26 @@ class TestDurability:
         assert pipeline.alerts.silences == []
         await pipeline.alerts.refresh_silences(now + 6)  # no other process wrote anything
         assert [s.id for s in pipeline.alerts.silences] == ["abc123"]
+
+
+async def test_fossamon_reports_its_own_counters_as_a_batch(tmp_path):
+    from fossamon.collectors.internal import METRICS, internal_batch
+
+    pipeline, _ = build(tmp_path, down_rule())
+    config = parse_config('[[sinks]]\ntype = "log"\nname = "journal"\n', env={})
+    await pipeline.alerts.start(None, time.time(), config)
+    try:
+        await pipeline.ingest(api_batch(time.time(), 0.0))
+        outputs = {"alerts": pipeline.alerts.alerts_out}
+        batch = internal_batch(time.time(), pipeline.alerts, outputs)
+    finally:
+        await pipeline.alerts.stop(1.0)
+    values = {
+        (s.name, dict(s.labels).get("sink", dict(s.labels).get("file"))): s.value
+        for s in batch.samples
+    }
+    assert {name for name, _ in values} <= set(METRICS)
+    assert values[("fossamon_sink_dropped_total", "journal")] == 0
+    assert values[("fossamon_output_lines_total", "alerts")] == 1
+    assert values[("fossamon_alert_events_total", None)] == 1
+    assert values[("fossamon_alerts_open", None)] == 1

@@ -8,6 +8,7 @@ import random
 import time
 
 import pytest
+from pydantic import ValidationError
 from sinks_support import T0, RecordingOutbox, event
 from structlog.testing import capture_logs
 
@@ -475,6 +476,52 @@ class TestAlertmanagerMap:
         worker.submit(Delivery(2, silenced_resolve, "web1"))
         assert not worker.accepts(event(EventKind.RESOLVED, W, previous=W, silenced_by="s1"))
         await worker.stop(0.1)
+
+    def test_live_events_apply_in_arrival_order_whatever_their_timestamps(self):
+        """A tick's repeat (stamped when the tick ran) may carry a later ts than the resolve
+        of a batch that started earlier; the resolve must still end the alert."""
+        sink = self.sink(ManualClock(T0 + 70))
+        sink.prepare([Delivery(1, event(severity=C, ts=T0), "web1")])
+        sink.prepare([Delivery(2, event(EventKind.REPEAT, C, previous=C, ts=T0 + 61), "web1")])
+        sink.prepare([Delivery(3, event(EventKind.RESOLVED, C, previous=C, ts=T0 + 58), "web1")])
+        [alert] = sink.alerts.values()
+        assert alert.ends_at is not None
+
+    def test_a_replayed_deescalation_ends_the_old_severity_after_a_restart(self):
+        """Seeded (warning) from the evaluator; the undelivered deescalated from critical is
+        replayed: Alertmanager still holds the critical alert, so it must be ended."""
+        sink = self.sink(ManualClock(T0 + 100))
+        sink.seed_firing([event(severity=W, ts=T0 + 50)])
+        replayed = event(EventKind.DEESCALATED, W, previous=C, ts=T0 + 40)
+        sink.prepare([Delivery(7, replayed, "web1")])
+        critical = sink.alerts[(event().key, "critical")]
+        assert critical.ends_at == T0 + 40
+        assert sink.alerts[(event().key, "warning")].ends_at is None
+
+    async def test_a_resolve_dropped_from_a_full_queue_still_ends_the_alert(self):
+        config = am_config(queue_size=2)
+        sink = AlertmanagerSink(config, "web1", clock=ManualClock(T0))
+        worker = SinkWorker(config, sink, RecordingOutbox())  # not started: the queue fills
+        worker.submit(Delivery(1, event(severity=C, labels={"endpoint": "a"}), "web1"))
+        worker.submit(
+            Delivery(2, event(EventKind.RESOLVED, C, previous=C, labels={"endpoint": "a"}), "web1")
+        )
+        worker.submit(Delivery(3, event(severity=C, labels={"endpoint": "b"}), "web1"))
+        worker.submit(Delivery(4, event(severity=C, labels={"endpoint": "c"}), "web1"))
+        assert worker.stats.dropped == 2
+        a_key = (event(labels={"endpoint": "a"}).key, "critical")
+        assert sink.alerts[a_key].ends_at is not None  # not re-sent as firing forever
+        await worker.stop(0.1)
+
+    def test_a_silenced_escalation_does_not_reach_alertmanager(self):
+        config = am_config()
+        worker = SinkWorker(config, AlertmanagerSink(config, "web1"), RecordingOutbox())
+        worker.submit(Delivery(1, event(severity=W), "web1"))
+        assert not worker.accepts(event(EventKind.ESCALATED, C, previous=W, silenced_by="s1"))
+
+    def test_label_names_alertmanager_refuses_are_refused_in_the_config(self):
+        with pytest.raises(ValidationError):
+            am_config(labels={"team-name": "ops"})
 
 
 class TestExecEnvironment:
