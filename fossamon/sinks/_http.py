@@ -117,7 +117,8 @@ async def post_json(
             snippet = await response.content.read(BODY_SNIPPET)
             text = target.scrub(snippet.decode("utf-8", "replace"))
             reason = f"HTTP {response.status} from {target.shown}"
-            raise DeliveryError(sink, f"{reason}: {text}" if text else reason)
+            permanent = 400 <= response.status < 500 and response.status not in {408, 429}
+            raise DeliveryError(sink, f"{reason}: {text}" if text else reason, permanent=permanent)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         # ValueError: aiohttp refusing a header or URL; OSError includes a TimeoutError
         message = target.scrub(str(exc)) or type(exc).__name__

@@ -103,8 +103,11 @@ class Sink(Protocol):
 class DeliveryError(SinkError):
     """One attempt failed. The reason names no secret and is safe to log as it is."""
 
-    def __init__(self, sink: str, reason: str) -> None:
+    def __init__(self, sink: str, reason: str, *, permanent: bool = False) -> None:
         self.reason = reason
+        # The receiver refused the request itself (HTTP 4xx but 408/429): sending the same
+        # again cannot succeed, so it is not retried, nor kept for a restart.
+        self.permanent = permanent
         super().__init__(sink, reason)
 
 
@@ -373,6 +376,9 @@ class SinkWorker:
                     ids = await self.sink.send(batch)
             except Exception as exc:  # noqa: BLE001 - failing is what sinks do; retried below
                 reason = _reason(exc, self.config.timeout)
+                if isinstance(exc, DeliveryError) and exc.permanent:
+                    self._refused(batch, reason)
+                    break
                 if retry >= self.config.retries or self._stopping.is_set():
                     self._give_up(batch, reason, retry + 1)
                     break
@@ -435,6 +441,24 @@ class SinkWorker:
                 attempts=attempts,
                 error=reason,
             )
+
+    def _refused(self, batch: Sequence[Delivery], reason: str) -> None:
+        self.stats.failed += len(batch)
+        for delivery in batch:
+            log.error(
+                "the receiver refused the event; not retried (fix the sink's config)",
+                sink=self.name,
+                rule=delivery.event.rule,
+                fingerprint=delivery.event.key,
+                alert=str(delivery.event.kind),
+                error=reason,
+            )
+        ids = [d.id for d in batch if d.id]
+        if ids:
+            try:
+                self._outbox.dropped(ids)
+            except Exception:
+                log.exception("cannot mark refused events in the outbox", sink=self.name)
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep between retries; False when a stop cut it short."""

@@ -116,6 +116,24 @@ class TestWebhook:
         assert first["error"].startswith(f"HTTP 500 from http://127.0.0.1:{receiver.port}")
         assert "try again later" in first["error"]
 
+    async def test_a_request_the_receiver_refuses_is_not_retried(self, receiver, workers):
+        """A 400 cannot succeed the next time: failed at once, logged, not kept."""
+        outbox = RecordingOutbox()
+        [worker] = workers(webhook(f"{receiver.base}/status/400/bad", retries=3), outbox=outbox)
+        with capture_logs() as logs:
+            worker.submit(Delivery(6, event(), "web1"))
+            await until(lambda: worker.stats.failed == 1)
+        assert len(receiver.requests) == 1
+        assert worker.stats.retried == 0
+        assert outbox.dropped_ids == [6]
+        assert any("refused" in e["event"] for e in logs)
+
+    async def test_429_is_retried(self, receiver, workers):
+        [worker] = workers(webhook(f"{receiver.base}/status/429/slow", retries=1, backoff="10ms"))
+        worker.submit(Delivery(1, event(), "web1"))
+        await until(lambda: worker.stats.failed == 1)
+        assert len(receiver.requests) == 2
+
     async def test_persistent_failure_is_logged_and_kept(self, receiver, workers):
         outbox = RecordingOutbox()
         url = f"http://alert:{TOKEN}@127.0.0.1:{receiver.port}/status/503/x"
