@@ -277,7 +277,7 @@ def _follow(
     """Move `severity` toward what the value calls for, honouring `for` and `keep_firing_for`."""
     if s.severity == Severity.OK:
         if target == Severity.OK:
-            return replace(s, pending_since=None)
+            return s if s.pending_since is None else replace(s, pending_since=None)
         pending = s.pending_since if s.pending_since is not None else now
         if honor_for and now - pending < rule.config.for_:
             return replace(s, pending_since=pending)
@@ -288,7 +288,9 @@ def _follow(
         if honor_for and now - recovering < rule.config.keep_firing_for:
             return replace(s, recovering_since=recovering)
         return _set_severity(replace(s, recovering_since=None), Severity.OK, now)
-    return _set_severity(replace(s, recovering_since=None), target, now)
+    if s.recovering_since is not None:
+        s = replace(s, recovering_since=None)
+    return _set_severity(s, target, now)
 
 
 def _set_severity(

@@ -43,6 +43,8 @@ class SeriesWindow:
 
     def since(self, start: float) -> list[Point]:
         """Points with ts >= start (the window is sorted, so scan from the newest)."""
+        if not self.points or self.points[0][0] >= start:
+            return list(self.points)  # the usual case: retention is the rule's window
         out: list[Point] = []
         for point in reversed(self.points):
             if point[0] < start:
@@ -121,12 +123,17 @@ def _matches(labels: Labels, matchers: Mapping[str, str]) -> bool:
 
 
 def _percentile(q: float) -> Callable[[Sequence[Point]], float | None]:
+    percent = round(q * 100)
+
     def compute(points: Sequence[Point]) -> float | None:
-        values = [v for _, v in points]
-        if len(values) == 1:
-            return values[0]
-        # "inclusive" is linear interpolation between closest ranks (numpy's default).
-        return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+        values = sorted(v for _, v in points)
+        # Linear interpolation between the closest ranks (numpy's default): the arithmetic
+        # of statistics.quantiles(method="inclusive"), in integers, for one cut not 99.
+        scaled = (len(values) - 1) * percent
+        below, delta = divmod(scaled, 100)
+        if delta == 0:
+            return values[below]
+        return (values[below] * (100 - delta) + values[below + 1] * delta) / 100
 
     return compute
 
@@ -142,19 +149,8 @@ def _rate(points: Sequence[Point]) -> float | None:
     return increase / span if span > 0 else None
 
 
-def _slope(points: Sequence[Point]) -> float | None:
-    """Least-squares change per second."""
-    if len(points) < 2:
-        return None
-    origin = points[0][0]
-    xs = [ts - origin for ts, _ in points]
-    if max(xs) == 0:
-        return None
-    return statistics.linear_regression(xs, [v for _, v in points]).slope
-
-
-def predict(points: Sequence[Point], at: float) -> float | None:
-    """The least-squares line through `points`, read at time `at` ("full within 24 h?")."""
+def _fit(points: Sequence[Point]) -> tuple[float, float, float] | None:
+    """The least-squares line (origin, slope per second, intercept at the origin)."""
     if len(points) < 2:
         return None
     origin = points[0][0]
@@ -162,7 +158,22 @@ def predict(points: Sequence[Point], at: float) -> float | None:
     if max(xs) == 0:
         return None
     fit = statistics.linear_regression(xs, [v for _, v in points])
-    return fit.intercept + fit.slope * (at - origin)
+    return origin, fit.slope, fit.intercept
+
+
+def _slope(points: Sequence[Point]) -> float | None:
+    """Least-squares change per second."""
+    fit = _fit(points)
+    return None if fit is None else fit[1]
+
+
+def predict(points: Sequence[Point], at: float) -> float | None:
+    """The least-squares line through `points`, read at time `at` ("full within 24 h?")."""
+    fit = _fit(points)
+    if fit is None:
+        return None
+    origin, slope, intercept = fit
+    return intercept + slope * (at - origin)
 
 
 AGGREGATES: dict[str, Callable[[Sequence[Point]], float | None]] = {
