@@ -25,7 +25,7 @@ import structlog
 
 from fossamon.collectors.base import enabled_sections, metrics_for, target_labels
 from fossamon.config import sink_name
-from fossamon.model import event_from_json
+from fossamon.model import EventKind, Severity, event_from_json
 from fossamon.silences import Silence, first_match
 from fossamon.sinks.base import Delivery, build_sink_workers
 from fossamon.storage.state import MemoryStateStore, Store
@@ -47,6 +47,7 @@ NO_DATA_INTERVALS = 3
 # Even when nothing changed, the last evaluation time is saved this often (downtime is
 # measured from it at the next start).
 SAVE_EVERY = 10.0
+SAVE_WHILE_TIMING = 1.0
 STOP_GRACE = 2.0
 SILENCES_REREAD = 5.0
 
@@ -108,6 +109,10 @@ class AlertDispatcher:
         self._saved_at = 0.0
         self._data_version: int | None = None
         self._silences_read_at = 0.0
+        self._started = False
+        # Fingerprints of the open alerts sinks were told of (not kept across restarts: at
+        # start, every open alert no silence hides counts as told).
+        self._told: set[str] = set()
         # Changes a failed commit could not save: merged into the next commit (newer wins).
         self._unsaved: dict[str, dict[str, Any] | None] = {}
 
@@ -135,10 +140,17 @@ class AlertDispatcher:
             )
         await self._sync_config_silences(config, now)
         await self.refresh_silences(now, force=True)
+        self._told = {
+            event.key
+            for event in self.evaluator.active_events(now)
+            if first_match(self.silences, event, now) is None
+        }
         for worker in self.workers:
             worker.start()
         await self._requeue(now)
+        self._told |= {event.key for event in owed}  # they were open before the restart
         await self.publish(owed, now)
+        self._started = True
 
     async def _requeue(self, now: float) -> None:
         try:
@@ -213,7 +225,8 @@ class AlertDispatcher:
     async def refresh_silences(self, now: float, *, force: bool = False) -> None:
         """Pick up silences added or expired by `fossamon silence` (another process), and
         silences whose `starts` has come (time passing changes no file, so they are also
-        re-read every few seconds)."""
+        re-read every few seconds). When one ends, sinks hear of the alerts it hid."""
+        previous = {s.id for s in self.silences}
         try:
             version = await self.store.data_version()
             due = now - self._silences_read_at >= SILENCES_REREAD
@@ -224,27 +237,64 @@ class AlertDispatcher:
         except Exception as exc:  # noqa: BLE001
             self._store_problem(exc)
         self.silences = [s for s in self.silences if s.active(now)]
+        if self._started and previous - {s.id for s in self.silences}:
+            await self._announce_unsilenced(now)
 
-    async def publish(self, events: Sequence[AlertEvent], now: float) -> None:
+    async def publish(
+        self, events: Sequence[AlertEvent], now: float, *, record: bool = True
+    ) -> None:
         marked = [self._silence(event, now) for event in events]
         outbox: list[tuple[str, dict[str, Any]]] = []
         routes: list[tuple[SinkWorker, AlertEvent]] = []
         for event in marked:
             if event.silenced_by is not None:
                 self.events_silenced += 1
+            notice = self._notice(event)
+            if notice is None:
+                continue
             # Silenced events are offered too: a sink that already holds this alert as
             # firing (Alertmanager) must still hear it end; the others refuse them.
             for worker in self.workers:
-                if worker.accepts(event):
-                    outbox.append((worker.name, event.to_json(self.host)))
-                    routes.append((worker, event))
+                if worker.accepts(notice):
+                    outbox.append((worker.name, notice.to_json(self.host)))
+                    routes.append((worker, notice))
         ids = await self._commit(outbox, now)
-        for event in marked:
-            if self.alerts_out is not None:
-                self.alerts_out.write(event.to_json(self.host))
-        self.events_published += len(marked)
+        if record:
+            for event in marked:
+                if self.alerts_out is not None:
+                    self.alerts_out.write(event.to_json(self.host))
+            self.events_published += len(marked)
         for (worker, event), row_id in zip(routes, ids, strict=True):
             worker.submit(Delivery(row_id, event, self.host))
+
+    def _notice(self, event: AlertEvent) -> AlertEvent | None:
+        """What sinks hear of `event`, given what they were told (`_told`): an episode whose
+        opening a silence withheld is announced as `firing` by its first unsilenced event,
+        and its end is not news to sinks that never heard it begin."""
+        key = event.key
+        if event.kind is EventKind.RESOLVED:
+            told = key in self._told
+            self._told.discard(key)
+            return event if told or event.silenced_by is not None else None
+        if event.silenced_by is not None:
+            return event  # the workers refuse it (Alertmanager may take an ending)
+        if key not in self._told:
+            self._told.add(key)
+            if event.kind in {EventKind.ESCALATED, EventKind.DEESCALATED, EventKind.REPEAT}:
+                return dataclasses.replace(event, kind=EventKind.FIRING, previous=Severity.OK)
+        return event
+
+    async def _announce_unsilenced(self, now: float) -> None:
+        """Open alerts whose silence just ended: sinks hear them now, as `firing` (or
+        `nodata`), the way Alertmanager resumes notifications when a silence expires."""
+        pending = [
+            event
+            for event in self.evaluator.active_events(now)
+            if event.key not in self._told and first_match(self.silences, event, now) is None
+        ]
+        if pending:
+            log.info("silence over: telling sinks of alerts still open", alerts=len(pending))
+            await self.publish(pending, now, record=False)
 
     def _silence(self, event: AlertEvent, now: float) -> AlertEvent:
         silence = first_match(self.silences, event, now)
@@ -254,8 +304,12 @@ class AlertDispatcher:
 
     async def _commit(self, outbox: list[tuple[str, dict[str, Any]]], now: float) -> list[int]:
         changes = {**self._unsaved, **self.evaluator.take_changes()}
-        if not changes and not outbox and now - self._saved_at < SAVE_EVERY:
-            return []
+        if not changes and not outbox:
+            # The last evaluation time measures the downtime a restart takes off `for` and
+            # `keep_firing_for`: while one is running it must be fresh, else it may be lazy.
+            since = now - self._saved_at
+            if since < SAVE_WHILE_TIMING or (since < SAVE_EVERY and not self.evaluator.timing()):
+                return []
         try:
             ids = await self.store.commit(changes, outbox, now)
         except Exception as exc:  # noqa: BLE001 - see the module docstring

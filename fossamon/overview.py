@@ -228,6 +228,29 @@ def warnings(config: Config) -> list[str]:
     return found
 
 
+def _template_problem(template: str | None) -> str | None:
+    """A summary template that would show a marker instead of a value, said before it does."""
+    if not template:
+        return None
+    from fossamon.rules.evaluator import SUMMARY_FIELDS, render_summary  # noqa: PLC0415
+
+    probe = dict.fromkeys(SUMMARY_FIELDS, "x") | {"labels": _AnyLabel()}
+    shown = render_summary(template, probe)
+    if "<template error" in shown:
+        return shown[shown.index("<template error") :].strip("<>")
+    if "<missing:" in shown:
+        key = shown[shown.index("<missing:") + 9 :].split(">", 1)[0]
+        return f"{{{key}}} is not a summary field ({', '.join(sorted(SUMMARY_FIELDS))})"
+    return None
+
+
+class _AnyLabel(dict[str, str]):
+    """Any label name may exist on some series: only the shape of `{labels[...]}` is checked."""
+
+    def __missing__(self, key: str) -> str:
+        return "x"
+
+
 def _alerting_warnings(config: Config) -> list[str]:
     found: list[str] = []
     state = Path(config.daemon.state_dir)
@@ -246,6 +269,10 @@ def _alerting_warnings(config: Config) -> list[str]:
                 f"sinks[{i}].send_resolved: Alertmanager always hears resolves (an alert it "
                 "holds as firing would otherwise stay until it expires); this is ignored"
             )
+    for i, rule in enumerate(config.rules):
+        problem = _template_problem(rule.summary)
+        if problem:
+            found.append(f"rules[{i}].summary: {problem}")
     now = time.time()
     for i, silence in enumerate(config.silences):
         if silence.until <= now:

@@ -41,6 +41,9 @@ def parse_duration(text: str) -> float:
     if not _DURATION_WHOLE.fullmatch(compact):
         raise ValueError(f"expected {DURATION_HINT}, got {text!r}")
     seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(compact))
+    # 350 x 0.001 is 0.35000000000000003 in binary floating point: keep what was written
+    # (to the nanosecond), so thresholds print as they were configured.
+    seconds = round(seconds, 9)
     if seconds > MAX_DURATION:
         raise ValueError(f"must be at most 366d, got {text!r}")
     return seconds

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from fossamon.config import RuleConfig
     from fossamon.rules.windows import History, SeriesWindow
 
-DEFAULT_SUMMARY = "{rule}: {series} {aggregate}{over} is {value} ({condition})"
+# The rule's name travels with every event (and log lines lead with it): not repeated here.
+DEFAULT_SUMMARY = "{series} {aggregate}{over} is {value} ({condition})"
 # Used when neither the rule nor the daemon knows how often the metric arrives.
 FALLBACK_NO_DATA_AFTER = 300.0
 
@@ -115,10 +116,20 @@ class _SafeFormatter(string.Formatter):
         return kwargs[key]
 
 
+SUMMARY_FIELDS = frozenset(
+    {
+        "rule", "metric", "series", "labels", "aggregate", "window", "over", "value",
+        "raw_value", "threshold", "direction", "condition", "severity", "event", "since",
+    }
+)  # fmt: skip
+
+
 def render_summary(template: str, fields: Mapping[str, Any]) -> str:
     """Fill a summary template; a missing key or label shows as `<missing:key>`."""
     values = _MissingKeys(fields)
-    values["labels"] = _MissingKeys(fields.get("labels", {}))
+    labels = fields.get("labels", {})
+    # a mapping with its own __missing__ (the config check's "any label") is used as it is
+    values["labels"] = labels if hasattr(type(labels), "__missing__") else _MissingKeys(labels)
     try:
         return _SafeFormatter().vformat(template, (), values)
     except (ValueError, IndexError, AttributeError, KeyError, TypeError) as exc:
@@ -298,7 +309,9 @@ def _set_severity(
 ) -> SeriesState:
     if severity == s.severity:
         return s
-    changes = (*s.changes, now)
+    # Flapping is going in and out of trouble: a change of severity while firing is not.
+    crossing = (s.severity == Severity.OK) != (severity == Severity.OK)
+    changes = (*s.changes, now) if crossing else s.changes
     if s.severity == Severity.OK and not s.open:  # an episode begins when the breach began
         return replace(s, severity=severity, since=now if since is None else since, changes=changes)
     return replace(s, severity=severity, changes=changes)
@@ -692,6 +705,13 @@ class Evaluator:
                     )
                 self._drop(key)
         return events
+
+    def timing(self) -> bool:
+        """Is any series waiting out `for` or `keep_firing_for`?"""
+        return any(
+            s.pending_since is not None or s.recovering_since is not None
+            for s in self.states.values()
+        )
 
     def firing(self) -> list[tuple[str, Labels, SeriesState]]:
         """Series with an open episode (what sinks hold as active alerts)."""

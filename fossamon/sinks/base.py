@@ -161,9 +161,11 @@ def summary_line(event: AlertEvent, host: str | None = None) -> str:
     line = f"[{event.severity.label.upper()}] {event.rule}{where}: {event.summary}"
     if event.kind is EventKind.DEESCALATED and event.previous > Severity.OK:
         return f"{line} (deescalated from {event.previous.label})"
-    if event.kind is not EventKind.FIRING:
+    if event.kind in {EventKind.ESCALATED, EventKind.DEESCALATED, EventKind.REPEAT}:
         return f"{line} ({event.kind})"
-    return line
+    if event.kind is EventKind.NODATA and "no data" not in event.summary:
+        return f"{line} (no data)"
+    return line  # firing; flapping says so in its summary
 
 
 def _reason(exc: BaseException, timeout: float) -> str:

@@ -147,8 +147,7 @@ class TestEvents:
         assert doc["threshold"] == 0.5
         assert len(doc["fingerprint"]) == 16
         assert doc["summary"] == (
-            'api_p95: api_response_seconds{endpoint="health"} last is 800ms '
-            "(above warning level 500ms)"
+            'api_response_seconds{endpoint="health"} last is 800ms (above warning level 500ms)'
         )
         (resolved,) = h.feed(0.1, metric="api_response_seconds", endpoint="health")
         assert resolved.summary.endswith("is 100ms (back below 500ms)")
@@ -340,3 +339,11 @@ class TestHousekeeping:
         assert h.evaluator.tick(h.clock.advance(1)) == []
         assert h.evaluator.states[key] is before
         assert h.evaluator.take_changes() == {}
+
+
+def test_check_warns_about_a_summary_that_would_show_a_marker():
+    from fossamon.overview import _template_problem
+
+    assert _template_problem("{labels[endpoint]} is {value} ({severity}, {since})") is None
+    assert "{bogus} is not a summary field" in (_template_problem("{value} {bogus}") or "")
+    assert "template error" in (_template_problem("{labels[endpoint} x") or "")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -178,3 +179,75 @@ async def test_fossamon_reports_its_own_counters_as_a_batch(tmp_path):
     assert values[("fossamon_output_lines_total", "alerts")] == 1
     assert values[("fossamon_alert_events_total", None)] == 1
     assert values[("fossamon_alerts_open", None)] == 1
+
+
+class TestSilenceLifecycle:
+    """What sinks hear of an alert whose beginning a silence hid."""
+
+    async def setup(self, tmp_path):
+        rule = RuleConfig.model_validate(
+            {"name": "lat", "metric": "api_up", "warning": 5, "critical": 10}
+        )
+        evaluator = Evaluator([rule])
+        alerts = AlertDispatcher("web-1", evaluator, JsonlWriter(tmp_path / "a.jsonl"))
+        pipeline = Pipeline("web-1", History({}), evaluator, None, alerts)
+        sink = tmp_path / "sink.jsonl"
+        config = parse_config(f'[[sinks]]\ntype = "jsonl"\npath = "{sink}"\n', env={})
+        now = time.time()
+        await alerts.start(None, now, config)
+        return pipeline, alerts, sink, now
+
+    @staticmethod
+    def heard(sink):
+        if not sink.exists():
+            return []
+        return [(r["event"], r["severity"]) for r in map(json.loads, sink.read_text().splitlines())]
+
+    async def test_a_silence_that_ends_mid_episode_announces_it_as_firing(self, tmp_path):
+        from fossamon.matchers import parse_matchers
+        from fossamon.silences import Silence
+
+        pipeline, alerts, sink, now = await self.setup(tmp_path)
+        try:
+            silence = Silence(
+                "s1", parse_matchers(['alertname="lat"']), now, now + 3600, "x", "t", now
+            )
+            await alerts.store.add_silence(silence)
+            await alerts.refresh_silences(now, force=True)
+            await pipeline.ingest(api_batch(now + 1, 7.0))  # firing (warning), silenced
+            await alerts.store.expire_silence("s1", now + 2)
+            await pipeline.tick(now + 2)  # the silence is over: sinks hear of it now
+            await pipeline.ingest(api_batch(now + 3, 12.0))  # escalated
+            await pipeline.ingest(api_batch(now + 4, 0.0))  # resolved
+            await asyncio.sleep(0.2)
+        finally:
+            await alerts.stop(1.0)
+        assert self.heard(sink) == [
+            ("firing", "warning"),
+            ("escalated", "critical"),
+            ("resolved", "critical"),
+        ]
+
+    async def test_an_episode_wholly_inside_a_silence_is_never_heard(self, tmp_path):
+        from fossamon.matchers import parse_matchers
+        from fossamon.silences import Silence
+
+        pipeline, alerts, sink, now = await self.setup(tmp_path)
+        try:
+            silence = Silence(
+                "s1", parse_matchers(['alertname="lat"']), now, now + 3600, "x", "t", now
+            )
+            await alerts.store.add_silence(silence)
+            await alerts.refresh_silences(now, force=True)
+            await pipeline.ingest(api_batch(now + 1, 7.0))
+            await pipeline.ingest(api_batch(now + 2, 12.0))
+            await pipeline.ingest(api_batch(now + 3, 0.0))
+            await alerts.store.expire_silence("s1", now + 4)
+            await pipeline.tick(now + 4)
+            await pipeline.ingest(api_batch(now + 5, 12.0))  # a new episode, heard whole
+            await asyncio.sleep(0.2)
+        finally:
+            await alerts.stop(1.0)
+        assert self.heard(sink) == [("firing", "critical")]
+        recorded = [json.loads(x)["event"] for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+        assert recorded == ["firing", "escalated", "resolved", "firing"]  # the record is whole

@@ -148,7 +148,10 @@ class TestSummaryLine:
         )
         down = summary_line(event(EventKind.DEESCALATED, W, previous=C))
         assert down.endswith("(deescalated from critical)")
-        assert summary_line(event(EventKind.NODATA, W)).endswith("(nodata)")
+        assert summary_line(event(EventKind.NODATA, W)).endswith("(no data)")
+        said = summary_line(event(EventKind.NODATA, W, summary="x is 1 (no data)"))
+        assert said.endswith("x is 1 (no data)")  # not "(no data) (no data)"
+        assert summary_line(event(EventKind.REPEAT, C)).endswith("(repeat)")
 
 
 class TestWorkerDelivery:
