@@ -251,3 +251,17 @@ class TestSilenceLifecycle:
         assert self.heard(sink) == [("firing", "critical")]
         recorded = [json.loads(x)["event"] for x in (tmp_path / "a.jsonl").read_text().splitlines()]
         assert recorded == ["firing", "escalated", "resolved", "firing"]  # the record is whole
+
+
+async def test_last_evaluation_is_kept_fresh_while_a_for_wait_runs(tmp_path):
+    """A restart measures downtime from it: stale by 10 s, a SIGKILL would cost a pending
+    alert up to 10 s of its `for` wait."""
+    rule = RuleConfig.model_validate({"name": "r", "metric": "api_up", "warning": 5, "for": "60s"})
+    pipeline, _ = build(tmp_path, rule)
+    store = pipeline.alerts.store
+    await pipeline.ingest(api_batch(100.0, 7.0))  # pending
+    await pipeline.tick(101.5)
+    assert await store.last_evaluation() == 101.5
+    await pipeline.ingest(api_batch(102.0, 0.0))  # back to ok: no wait running
+    await pipeline.tick(103.5)
+    assert await store.last_evaluation() == 102.0
