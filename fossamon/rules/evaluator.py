@@ -436,6 +436,15 @@ def make_event(
 FORGET_CALM_AFTER = 3600.0
 
 
+def _idle(rule: Rule, s: SeriesState, now: float) -> bool:
+    """Nothing a tick could change: fresh data, not flapping, no repeat to send. (A shortcut:
+    `step()` would return the state unchanged; most series are like this most of the time.)"""
+    last = s.last_data if s.last_data is not None else s.since
+    if now - last >= rule.no_data_after or s.flapping:
+        return False
+    return not (s.open and rule.repeat_every(max(s.announced, rule.lowest)) > 0)
+
+
 def _forgettable(s: SeriesState, rule: Rule, now: float) -> bool:
     if s.open or s.severity > Severity.OK or s.pending_since is not None or s.flapping:
         return False
@@ -671,7 +680,7 @@ class Evaluator:
         rules = {rule.name: rule for rule in self.rules}
         for key, before in list(self.states.items()):
             rule = rules.get(key[0])
-            if rule is None:
+            if rule is None or _idle(rule, before, now):
                 continue
             after, out = step(rule, key[1], before, now, None, honor_for=self.honor_for)
             if after is not before:
