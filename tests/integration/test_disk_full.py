@@ -1,0 +1,106 @@
+"""A disk that fills for real: a small tmpfs under the metrics file.
+
+The daemon keeps running and collecting; the lines it cannot write are counted (never torn);
+the problem is logged once, not per line; writing resumes by itself when space returns.
+Needs root (mount); skips without it, but not under FOSSAMON_E2E=require.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from daemon_harness import start_daemon
+
+ARTIFACTS = Path(__file__).parent.parent.parent / "artifacts"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, need):
+    need(os.geteuid() == 0 and shutil.which("mount") is not None, "root, to mount a tmpfs")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A filler file that leaves about `leave` bytes free."""
+    filler = disk / "filler"
+    free = shutil.disk_usage(disk).free
+    with filler.open("wb") as handle, contextlib.suppress(OSError):
+        handle.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+async def test_disk_full_is_counted_logged_once_and_recovers(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    metrics = small_disk / "metrics.jsonl"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[daemon]
+log_format = "plain"
+runtime_dir = "{tmp_path}/run"
+state_dir = "{tmp_path}/state"
+shutdown_grace = "1s"
+[output.metrics]
+path = "{metrics}"
+[output.alerts]
+path = "{tmp_path}/alerts.jsonl"
+[collectors.system]
+interval = "100ms"
+"""
+    )
+    filler = fill(small_disk, leave=8 * 1024)
+    daemon = await start_daemon(config, tmp_path)
+    stderr = bytearray()
+
+    async def pump() -> None:
+        assert daemon.proc.stderr is not None
+        while chunk := await daemon.proc.stderr.read(4096):
+            stderr.extend(chunk)
+
+    reader = asyncio.get_running_loop().create_task(pump())
+    try:
+        await daemon.wait_for(
+            lambda: b"cannot write output file" in stderr, timeout=20, what="the disk to fill"
+        )
+        await asyncio.sleep(1.0)  # a second of failing writes: still one log line
+        assert daemon.proc.returncode is None
+        filler.unlink()
+        await daemon.wait_for(
+            lambda: b"writing output file again" in stderr, timeout=10, what="writing to resume"
+        )
+        await asyncio.sleep(0.5)
+        daemon.proc.terminate()
+        await asyncio.wait_for(daemon.proc.wait(), 10)
+        await asyncio.wait_for(reader, 5)
+    finally:
+        reader.cancel()
+    text = stderr.decode()
+    assert daemon.proc.returncode == 0, text[-2000:]
+    assert text.count("cannot write output file") == 1, text[-3000:]
+    said = re.search(r"stopped .*lines_dropped=(\d+) lines_written=(\d+)", text)
+    assert said is not None, text[-2000:]
+    dropped, written = int(said.group(1)), int(said.group(2))
+    lines = metrics.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # none torn
+    assert dropped > 0
+    assert len(records) == written  # every line counted as written is there, whole
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "disk-full.txt").write_text(
+        f"256 KiB tmpfs, 8 KiB left: lines written {written}, dropped {dropped}, "
+        f"found {len(records)}; 'cannot write' logged {text.count('cannot write output file')}x\n"
+    )
