@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # `make install` (as root): the daemon in $(PREFIX)/venv built with Debian's Python, the
-# systemd units, the config (kept if present), the logrotate file, then daemon-reload.
+# systemd units, the config (kept if present), examples (the logrotate file for
+# rotation = "external"; fossamon rotates by itself by default), then daemon-reload.
 PREFIX        ?= /opt/fossamon
 SYSTEM_PYTHON ?= /usr/bin/python3
 PIP_OPTIONS   ?=
@@ -48,7 +49,7 @@ install:
 	install -m 0644 systemd/fossamon.service systemd/fossamon-reload.path \
 		systemd/fossamon-reload.service $(UNIT_DIR)/
 	test -e $(CONFIG_DIR)/config.toml || install -m 0644 config.toml $(CONFIG_DIR)/config.toml
-	install -D -m 0644 logrotate/fossamon /etc/logrotate.d/fossamon
+	install -m 0644 logrotate/fossamon $(PREFIX)/share/examples/logrotate.fossamon
 	install -m 0644 README.md docs/*.md $(PREFIX)/share/docs/
 	install -m 0644 systemd/fossamon.service.d/*.example $(PREFIX)/share/examples/
 	systemctl daemon-reload

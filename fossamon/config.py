@@ -169,8 +169,29 @@ class DaemonConfig(_Section):
     shutdown_grace: Duration = 3.0
 
 
+# A smaller file would rotate every few lines: a mistake, not a policy.
+MIN_MAX_SIZE = 4096
+
+
+def _rotation_size(value: int) -> int:
+    if 0 < value < MIN_MAX_SIZE:
+        raise ValueError(f'must be 0 (no size limit) or at least "4KiB", got {value} bytes')
+    return value
+
+
+RotationSize = Annotated[int, BeforeValidator(_size), AfterValidator(_rotation_size)]
+
+
 class OutputFileConfig(_Section):
     path: FilePath
+    # builtin: the writer rotates, compresses and prunes; external: logrotate does, and the
+    # writer follows the path (SIGUSR1, or the inode check every second).
+    rotation: Literal["builtin", "external"] = "builtin"
+    max_size: RotationSize = 100 * 1000**2
+    rotate_every: Duration = 86400.0
+    compress: bool = True
+    keep: Annotated[int, Field(ge=0)] = 30
+    max_age: Duration = 0.0
 
 
 class OutputConfig(_Section):

@@ -43,6 +43,7 @@ from fossamon.rules.evaluator import Evaluator
 from fossamon.rules.windows import History
 from fossamon.scheduling import CollectorScheduler
 from fossamon.storage.jsonl import JsonlWriter
+from fossamon.storage.rotation import CLOSE_WAIT, policy_from
 from fossamon.storage.state import STATE_FILE, StateStore, StateStoreError
 from fossamon.systemd import Notifier, watchdog_period
 from fossamon.units import format_duration
@@ -87,8 +88,10 @@ class Daemon:
         self.last_reload_ok: bool | None = None
         self.reload_requested = 0
         self.reload_completed = 0
-        self.metrics_out = JsonlWriter(config.output.metrics.path)
-        self.alerts_out = JsonlWriter(config.output.alerts.path)
+        self.metrics_out = JsonlWriter(
+            config.output.metrics.path, policy_from(config.output.metrics)
+        )
+        self.alerts_out = JsonlWriter(config.output.alerts.path, policy_from(config.output.alerts))
         self.evaluator = Evaluator(config.rules, no_data_after=no_data_defaults(config))
         self.history = History(self.evaluator.retention())
         self.alerts = AlertDispatcher(config.host(), self.evaluator, self.alerts_out)
@@ -180,6 +183,7 @@ class Daemon:
         lines = self.metrics_out.lines_written + self.alerts_out.lines_written
         dropped = self.metrics_out.lines_dropped + self.alerts_out.lines_dropped
         self._close_outputs()
+        await self._finish_archiving()
         remove_state(self.runtime_dir, os.getpid())
         self.notifier.close()
         log.info("stopped", cancelled_runs=cancelled, lines_written=lines, lines_dropped=dropped)
@@ -187,6 +191,28 @@ class Daemon:
     def _close_outputs(self) -> None:
         self.metrics_out.close()
         self.alerts_out.close()
+
+    async def _finish_archiving(self) -> None:
+        """Compressions in flight get a bounded wait; what is left is finished at next start."""
+        deadline = time.monotonic() + CLOSE_WAIT  # one bound for both files
+        for name, writer in (("metrics", self.metrics_out), ("alerts", self.alerts_out)):
+            left = max(0.0, deadline - time.monotonic())
+            unfinished = await asyncio.to_thread(writer.wait_archiving, left)
+            log.info(
+                "output closed",
+                file=name,
+                path=str(writer.path),
+                lines_written=writer.lines_written,
+                rotations=writer.rotations,
+                archives_removed=writer.archives_removed,
+                lines_removed=writer.lines_removed,
+                archiving_unfinished=unfinished,
+            )
+
+    def _maybe_rotate_outputs(self) -> None:
+        now = time.time()
+        for writer in (self.metrics_out, self.alerts_out):
+            writer.maybe_rotate(now)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -237,6 +263,8 @@ class Daemon:
         while not self._stop.is_set():
             await asyncio.sleep(ALERT_TICK)
             try:
+                # time-based rotation is due on schedule, written to or not
+                self._maybe_rotate_outputs()
                 await self.pipeline.tick(time.time())
                 if time.monotonic() - reported >= REPORT_EVERY:
                     reported = time.monotonic()
@@ -432,6 +460,8 @@ class Daemon:
             except Exception:
                 self.metrics_out.retarget(old_metrics)  # all or nothing
                 raise
+        self.metrics_out.set_policy(policy_from(new.output.metrics))
+        self.alerts_out.set_policy(policy_from(new.output.alerts))
 
     async def _swap_collectors(
         self, old: Config, new: Config, rebuilt: dict[str, Collector], now: float

@@ -6,8 +6,10 @@ an output folder that cannot be created, a rule on a metric no enabled collector
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import re
 import time
 from functools import partial
 from pathlib import Path
@@ -225,6 +227,38 @@ def warnings(config: Config) -> list[str]:
                     f"rules[{i}].labels.{name}: {value!r} matches nothing configured ({shown})"
                 )
     found.extend(_alerting_warnings(config))
+    found.extend(_rotation_warnings(config))
+    return found
+
+
+LOGROTATE_DIR = Path("/etc/logrotate.d")
+
+
+def _rotation_warnings(config: Config, logrotate_dir: Path = LOGROTATE_DIR) -> list[str]:
+    """Two rotators on one file lose data: say so before it happens."""
+    found: list[str] = []
+    outputs = (("metrics", config.output.metrics), ("alerts", config.output.alerts))
+    rules: dict[Path, str] = {}
+    try:
+        for entry in sorted(logrotate_dir.iterdir()):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                rules[entry] = entry.read_text()
+    except OSError:
+        pass
+    for key, output in outputs:
+        if output.rotation != "builtin":
+            continue
+        if output.max_size == 0 and output.rotate_every == 0:
+            found.append(
+                f"output.{key}: rotation is builtin but max_size and rotate_every are 0, "
+                "so the file is never rotated"
+            )
+        for entry, text in rules.items():
+            if re.search(rf"(^|\s){re.escape(output.path)}(\s|{{|$)", text, re.MULTILINE):
+                found.append(
+                    f"output.{key}.rotation: {entry} rotates {output.path} too; two rotators "
+                    'on one file lose data (set rotation = "external", or remove that file)'
+                )
     return found
 
 

@@ -26,6 +26,7 @@ METRICS = (
     "fossamon_sink_retries_total",
     "fossamon_output_lines_total",
     "fossamon_output_dropped_lines_total",
+    "fossamon_output_rotations_total",
     "fossamon_alert_events_total",
     "fossamon_alert_events_silenced_total",
     "fossamon_alerts_open",
@@ -51,6 +52,7 @@ def internal_batch(now: float, alerts: AlertDispatcher, outputs: dict[str, Jsonl
         samples.append(
             Sample("fossamon_output_dropped_lines_total", float(writer.lines_dropped), file)
         )
+        samples.append(Sample("fossamon_output_rotations_total", float(writer.rotations), file))
     samples += [
         Sample("fossamon_alert_events_total", float(alerts.events_published)),
         Sample("fossamon_alert_events_silenced_total", float(alerts.events_silenced)),

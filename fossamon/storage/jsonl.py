@@ -8,16 +8,31 @@ ends in a partial line (a crash mid-write, a full disk) is terminated at open, s
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from fossamon.redact import redact_json_line
+from fossamon.storage.rotation import (
+    CLOSE_WAIT,
+    Archive,
+    ArchiveKey,
+    Archiver,
+    RotationPolicy,
+    archive_name,
+    list_archives,
+    next_boundary,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = structlog.get_logger(__name__)
 
@@ -80,16 +95,51 @@ def _last_byte_via_path(path: Path, size: int) -> bytes | None:
         return None
 
 
-class JsonlWriter:
-    """One output file. Write failures are counted and logged once per episode, never raised."""
+def _forms(plain: Path) -> tuple[Path, ...]:
+    return (plain, plain.with_name(plain.name + ".gz"), plain.with_name(plain.name + ".gz.tmp"))
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+class JsonlWriter:
+    """One output file. Write failures are counted and logged once per episode, never raised.
+
+    With a `builtin` policy it rotates itself (see `fossamon.storage.rotation`): by size before
+    a write that would pass `max_size`, by time at clock-aligned boundaries (checked on every
+    write and by `maybe_rotate`, which the daemon calls every second so an idle file rotates
+    on schedule too). Rotation happens between writes, so no line is ever split. With an
+    `external` policy, `maybe_rotate` follows the path when logrotate moved the file away.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        policy: RotationPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = Path(path)
+        self.policy = policy or RotationPolicy()
         self.fd: int | None = None
         self.lines_written = 0
         self.lines_dropped = 0
         self.repaired_lines = 0
+        self.rotations = 0
         self._failing = False
+        self._clock = clock
+        self._size = 0
+        self._identity: tuple[int, int] = (0, 0)
+        self._rotate_at: float | None = None
+        self._retry_rotation_at = 0.0
+        self._checked_at = 0.0
+        self._last_archive: ArchiveKey | None = None
+        self._archiver = Archiver(self.path)
+
+    @property
+    def archives_removed(self) -> int:
+        return self._archiver.archives_removed
+
+    @property
+    def lines_removed(self) -> int:
+        return self._archiver.lines_removed
 
     def open(self) -> None:
         """Open (or reopen) the file at `self.path`; raises OSError naming the path."""
@@ -100,16 +150,140 @@ class JsonlWriter:
         fails (OSError), this writer still writes where it did."""
         self._switch(Path(path))
 
+    def set_policy(self, policy: RotationPolicy) -> None:
+        """A reload changed how this file rotates: the new limits count from now."""
+        if policy == self.policy:
+            return
+        self.policy = policy
+        if self.fd is not None:
+            self._schedule(self._clock())
+        if policy.mode == "builtin":
+            self._archiver.recover(policy, self._clock())
+
     def _switch(self, path: Path) -> None:
         fd = _open_append(path)
         try:
             repaired = _terminate_partial_line(fd, path)
+            info = os.fstat(fd)
         except OSError:
             os.close(fd)
             raise
         self.close()
+        if path != self.path:
+            self._archiver = Archiver(path)
+            self._last_archive = None
         self.path, self.fd = path, fd
         self.repaired_lines += repaired
+        self._size, self._identity = info.st_size, (info.st_dev, info.st_ino)
+        self._checked_at = self._clock()
+        # A file with lines was started at the latest when it was last written: one last
+        # written before the current period began is rotated at the first chance.
+        self._schedule(info.st_mtime if info.st_size else self._clock())
+        if self.policy.mode == "builtin":
+            self._archiver.recover(self.policy, self._clock())
+
+    def _schedule(self, started: float) -> None:
+        every = self.policy.rotate_every
+        builtin = self.policy.mode == "builtin" and every > 0
+        self._rotate_at = next_boundary(started, every) if builtin else None
+
+    def maybe_rotate(self, now: float | None = None) -> bool:
+        """Rotate now if the policy says so (time-based, or a file moved by logrotate); True
+        when the writer continues in a new file. Cheap: the daemon calls it every second."""
+        if self.fd is None:
+            return False
+        now = self._clock() if now is None else now
+        if self.policy.mode == "builtin":
+            if self._rotate_at is None or now < self._rotate_at:
+                return False
+            if self._size == 0:  # nothing to archive: an empty file just starts a new period
+                self._schedule(now)
+                return False
+            return self._rotate(now)
+        if self.policy.mode == "external" and now - self._checked_at >= 1.0:
+            self._checked_at = now
+            return self._follow_path()
+        return False
+
+    def _follow_path(self) -> bool:
+        """Reopen at the path when the file there is not ours any more (moved or removed)."""
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False  # cannot tell; keep writing where we are
+        else:
+            if (info.st_dev, info.st_ino) == self._identity:
+                return False
+        try:
+            self.open()
+        except OSError as exc:
+            log.error("cannot reopen moved output file", path=str(self.path), error=str(exc))
+            return False
+        log.info("output file was moved away; continuing in a new one", path=str(self.path))
+        return True
+
+    def _before_write(self, size: int) -> None:
+        if self.policy.mode == "external":
+            self.maybe_rotate()
+            return
+        if self.policy.mode != "builtin" or self.fd is None:
+            return
+        now = self._clock()
+        limit = self.policy.max_size
+        if self._size and limit and self._size + size > limit and now >= self._retry_rotation_at:
+            self._rotate(now)
+        elif self._rotate_at is not None and now >= self._rotate_at:
+            self.maybe_rotate(now)
+
+    def _rotate(self, now: float) -> bool:
+        """Rename the file to its archive name, continue in a fresh one, archive off-loop."""
+        assert self.fd is not None
+        key = self._next_archive(now)
+        target = archive_name(self.path, key)
+        try:
+            self.path.rename(target)
+        except OSError as exc:
+            return self._rotation_failed(now, exc)
+        try:
+            fd = _open_append(self.path)
+            info = os.fstat(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                target.rename(self.path)  # keep writing to the one file there was
+            return self._rotation_failed(now, exc)
+        old, self.fd = self.fd, fd
+        os.close(old)
+        self._size, self._identity = 0, (info.st_dev, info.st_ino)
+        self._last_archive = key
+        self.rotations += 1
+        self._schedule(now)
+        self._archiver.archived(Archive(key, target, has_plain=True), self.policy, now)
+        return True
+
+    def _rotation_failed(self, now: float, exc: OSError) -> bool:
+        # Growing past max_size beats losing lines; try again in a minute, not on every write.
+        self._retry_rotation_at = now + 60.0
+        if self._rotate_at is not None:
+            self._rotate_at = now + 60.0
+        log.error("cannot rotate output file", path=str(self.path), error=str(exc))
+        return False
+
+    def _next_archive(self, now: float) -> ArchiveKey:
+        if self._last_archive is None:
+            existing = list_archives(self.path)
+            self._last_archive = existing[-1].key if existing else ArchiveKey(0, 0)
+        key = ArchiveKey(int(now), 0)
+        if key <= self._last_archive:  # same second (or the clock went back): number it
+            key = ArchiveKey(self._last_archive.when, self._last_archive.seq + 1)
+        while any(p.exists() for p in _forms(archive_name(self.path, key))):
+            key = ArchiveKey(key.when, key.seq + 1)
+        return key
+
+    def wait_archiving(self, timeout: float = CLOSE_WAIT) -> int:
+        """Wait (bounded) for compressions and pruning in flight; how many did not finish."""
+        return self._archiver.wait(timeout)
 
     def write(self, record: dict[str, Any]) -> bool:
         try:
@@ -126,6 +300,7 @@ class JsonlWriter:
         if not lines:
             return True
         data = b"".join(lines)
+        self._before_write(len(data))
         try:
             self._append(data)
         except OSError as exc:
@@ -145,6 +320,7 @@ class JsonlWriter:
             self.open()
         assert self.fd is not None
         written = os.write(self.fd, data)
+        self._size += written
         if written != len(data):
             # The disk filled mid-line: cut the partial line off again, so no reader ever
             # sees it, and count the batch as dropped. (Only we append to the file, so the
@@ -156,6 +332,7 @@ class JsonlWriter:
         try:
             if self.fd is not None:
                 os.ftruncate(self.fd, os.fstat(self.fd).st_size - count)
+                self._size -= count
         except OSError:
             pass  # the next open() terminates the partial line instead
 

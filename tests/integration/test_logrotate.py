@@ -66,8 +66,10 @@ state_dir = "{tmp_path}/state"
 shutdown_grace = "1s"
 [output.metrics]
 path = "{metrics}"
+rotation = "external"
 [output.alerts]
 path = "{out}/alerts.jsonl"
+rotation = "external"
 [collectors.system]
 interval = "100ms"
 """

@@ -414,3 +414,26 @@ class TestBadValuesFoundInReview:
             "test.toml: collectors.system.disks: expected a list ([ … ]), got '/'",
             "test.toml: collectors.api: expected a table ([section] or { key = value }), got 3",
         ]
+
+
+def test_check_warns_about_two_rotators_on_one_file(tmp_path):
+    from fossamon.config import parse_config
+    from fossamon.overview import _rotation_warnings
+
+    rules = tmp_path / "logrotate.d"
+    rules.mkdir()
+    (rules / "fossamon").write_text("/var/log/fossamon/performance-metrics.jsonl {\n daily\n}\n")
+    config = parse_config("", env={})
+    (found,) = _rotation_warnings(config, rules)
+    assert found.startswith("output.metrics.rotation: ")
+    assert "two rotators on one file lose data" in found
+    external = parse_config(
+        '[output.metrics]\npath = "/var/log/fossamon/performance-metrics.jsonl"\n'
+        'rotation = "external"\n',
+        env={},
+    )
+    assert _rotation_warnings(external, rules) == []
+    never = parse_config(
+        '[output.alerts]\npath = "/tmp/a.jsonl"\nmax_size = 0\nrotate_every = 0\n', env={}
+    )
+    assert any("never rotated" in w for w in _rotation_warnings(never, tmp_path / "none"))
