@@ -25,7 +25,7 @@ import structlog
 
 from fossamon.collectors.base import enabled_sections, metrics_for, target_labels
 from fossamon.config import sink_name
-from fossamon.model import EventKind, Severity, event_from_json
+from fossamon.model import AlertEvent, EventKind, Severity, event_from_json, fingerprint
 from fossamon.silences import Silence, first_match
 from fossamon.sinks.base import Delivery, build_sink_workers
 from fossamon.storage.state import MemoryStateStore, Store
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from fossamon.config import Config, SinkConfig
-    from fossamon.model import AlertEvent, Labels
+    from fossamon.model import Labels
     from fossamon.rules.evaluator import Evaluator
     from fossamon.sinks.base import SinkWorker
     from fossamon.storage.jsonl import JsonlWriter
@@ -87,6 +87,34 @@ def collected_series(config: Config) -> Callable[[str, Labels], bool]:
     return collected
 
 
+OUTPUT_RULE = "output_write_failing"
+
+
+def _output_event(
+    kind: EventKind,
+    labels: Labels,
+    writer: JsonlWriter,
+    now: float,
+    since: float,
+    summary: str,
+) -> AlertEvent:
+    return AlertEvent(
+        ts=now,
+        kind=kind,
+        rule=OUTPUT_RULE,
+        severity=Severity.CRITICAL,
+        labels=labels,
+        value=float(writer.lines_dropped),
+        threshold=None,
+        since=since,
+        summary=summary,
+        metric="fossamon_output_dropped_lines_total",
+        aggregate="last",
+        fingerprint=fingerprint(OUTPUT_RULE, labels),
+        previous=Severity.CRITICAL if kind is EventKind.RESOLVED else Severity.OK,
+    )
+
+
 class AlertDispatcher:
     def __init__(
         self,
@@ -113,6 +141,7 @@ class AlertDispatcher:
         # Fingerprints of the open alerts sinks were told of (not kept across restarts: at
         # start, every open alert no silence hides counts as told).
         self._told: set[str] = set()
+        self._output_failing: dict[str, float] = {}  # fingerprint → since
         # Changes a failed commit could not save: merged into the next commit (newer wins).
         self._unsaved: dict[str, dict[str, Any] | None] = {}
 
@@ -295,6 +324,30 @@ class AlertDispatcher:
         if pending:
             log.info("silence over: telling sinks of alerts still open", alerts=len(pending))
             await self.publish(pending, now, record=False)
+
+    async def watch_outputs(self, outputs: dict[str, JsonlWriter], now: float) -> None:
+        """The internal alert `output_write_failing{file}`: critical while an output file
+        cannot be written (lines are being dropped), resolved when writing works again."""
+        events: list[AlertEvent] = []
+        for name, writer in outputs.items():
+            labels: Labels = (("file", name),)
+            key = fingerprint(OUTPUT_RULE, labels)
+            since = self._output_failing.get(key)
+            if writer.failing and since is None:
+                self._output_failing[key] = now
+                summary = (
+                    f"cannot write {writer.path}: {writer.last_error}; lines are dropped "
+                    "and counted until it works again"
+                )
+                events.append(_output_event(EventKind.FIRING, labels, writer, now, now, summary))
+            elif not writer.failing and since is not None:
+                del self._output_failing[key]
+                summary = f"writing {writer.path} again; {writer.lines_dropped} lines dropped"
+                events.append(
+                    _output_event(EventKind.RESOLVED, labels, writer, now, since, summary)
+                )
+        if events:
+            await self.publish(events, now)
 
     def _silence(self, event: AlertEvent, now: float) -> AlertEvent:
         silence = first_match(self.silences, event, now)

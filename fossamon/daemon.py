@@ -256,19 +256,21 @@ class Daemon:
                 self.notifier.extend_timeout(3 * tick + 1)
 
     async def _tick_alerts(self) -> None:
-        """Time passing is an input too: data that stopped coming, repeats, flap release and
-        silences are judged every tick, not only when a batch arrives. Its own task: a slow
-        state store must not hold up the watchdog heartbeat."""
+        """Time passing is an input too: data that stopped coming, repeats, flap release,
+        silences, rotation on schedule and output files that cannot be written are judged
+        every tick, not only when a batch arrives. Its own task: a slow state store must not
+        hold up the watchdog heartbeat."""
         reported = time.monotonic()
         while not self._stop.is_set():
             await asyncio.sleep(ALERT_TICK)
             try:
                 # time-based rotation is due on schedule, written to or not
                 self._maybe_rotate_outputs()
+                outputs = {"metrics": self.metrics_out, "alerts": self.alerts_out}
+                await self.alerts.watch_outputs(outputs, time.time())
                 await self.pipeline.tick(time.time())
                 if time.monotonic() - reported >= REPORT_EVERY:
                     reported = time.monotonic()
-                    outputs = {"metrics": self.metrics_out, "alerts": self.alerts_out}
                     await self.pipeline.ingest(internal_batch(time.time(), self.alerts, outputs))
             except Exception:
                 log.exception("alert tick failed")

@@ -124,6 +124,7 @@ class JsonlWriter:
         self.repaired_lines = 0
         self.rotations = 0
         self._failing = False
+        self.last_error = ""
         self._clock = clock
         self._size = 0
         self._identity: tuple[int, int] = (0, 0)
@@ -193,24 +194,29 @@ class JsonlWriter:
         if self.fd is None:
             return False
         now = self._clock() if now is None else now
-        if self.policy.mode == "builtin":
-            if self._rotate_at is None or now < self._rotate_at:
-                return False
+        if self.policy.mode == "builtin" and self._rotate_at is not None and now >= self._rotate_at:
             if self._size == 0:  # nothing to archive: an empty file just starts a new period
                 self._schedule(now)
                 return False
             return self._rotate(now)
-        if self.policy.mode == "external" and now - self._checked_at >= 1.0:
+        # Either mode: a file removed (its folder too) or moved under us would swallow every
+        # line written to it from now on, unseen; continue at the path instead.
+        if now - self._checked_at >= 1.0:
             self._checked_at = now
             return self._follow_path()
         return False
+
+    @property
+    def failing(self) -> bool:
+        """Writes are failing now (a full disk, a revoked permission): lines are dropped."""
+        return self._failing
 
     def _follow_path(self) -> bool:
         """Reopen at the path when the file there is not ours any more (moved or removed)."""
         try:
             info = self.path.stat()
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # gone (a folder on the way, too): reopen below
         except OSError:
             return False  # cannot tell; keep writing where we are
         else:
@@ -219,7 +225,13 @@ class JsonlWriter:
         try:
             self.open()
         except OSError as exc:
-            log.error("cannot reopen moved output file", path=str(self.path), error=str(exc))
+            # Lines written to the file that is gone would be lost unseen: stop writing there,
+            # so they count as dropped (and each write retries the path) until it works.
+            self.close()
+            self.last_error = str(exc)
+            if not self._failing:
+                self._failing = True
+                log.error("cannot reopen output file", path=str(self.path), error=str(exc))
             return False
         log.info("output file was moved away; continuing in a new one", path=str(self.path))
         return True
@@ -305,6 +317,7 @@ class JsonlWriter:
             self._append(data)
         except OSError as exc:
             self.lines_dropped += len(lines)
+            self.last_error = str(exc)
             if not self._failing:
                 self._failing = True
                 log.error("cannot write output file", path=str(self.path), error=str(exc))

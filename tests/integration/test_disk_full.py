@@ -1,7 +1,8 @@
 """A disk that fills for real: a small tmpfs under the metrics file.
 
 The daemon keeps running and collecting; the lines it cannot write are counted (never torn);
-the problem is logged once, not per line; writing resumes by itself when space returns.
+the problem is logged once, not per line, and the internal alert `output_write_failing`
+fires; writing resumes by itself when space returns, and the alert resolves.
 Needs root (mount); skips without it, but not under FOSSAMON_E2E=require.
 """
 
@@ -92,13 +93,25 @@ interval = "100ms"
     text = stderr.decode()
     assert daemon.proc.returncode == 0, text[-2000:]
     assert text.count("cannot write output file") == 1, text[-3000:]
-    said = re.search(r"stopped .*lines_dropped=(\d+) lines_written=(\d+)", text)
+    said = re.search(r"stopped .*lines_dropped=(\d+)", text)
+    closed = next(
+        line for line in text.splitlines() if "output closed" in line and "file=metrics" in line
+    )
+    counted = re.search(r"lines_written=(\d+)", closed)
     assert said is not None, text[-2000:]
-    dropped, written = int(said.group(1)), int(said.group(2))
+    assert counted is not None, closed
+    dropped, written = int(said.group(1)), int(counted.group(1))
     lines = metrics.read_text().splitlines()
     records = [json.loads(line) for line in lines]  # none torn
     assert dropped > 0
     assert len(records) == written  # every line counted as written is there, whole
+    alerts = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    internal = [(a["event"], a["rule"], a["labels"]) for a in alerts]
+    assert internal == [
+        ("firing", "output_write_failing", {"file": "metrics"}),
+        ("resolved", "output_write_failing", {"file": "metrics"}),
+    ]
+    assert "Errno 28" in alerts[0]["summary"]  # ENOSPC: "No space left", or a short write
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "disk-full.txt").write_text(
         f"256 KiB tmpfs, 8 KiB left: lines written {written}, dropped {dropped}, "

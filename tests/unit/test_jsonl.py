@@ -109,3 +109,44 @@ class TestHostileText:
         assert writer.lines_dropped == 1
         assert writer.write({"x": 1}) is True
         writer.close()
+
+
+class TestThePathChangesUnderTheWriter:
+    def test_a_removed_folder_is_recreated_and_nothing_is_written_to_the_lost_file(self, tmp_path):
+        import shutil
+
+        from fossamon.storage.jsonl import JsonlWriter
+
+        clock = [1_800_000_000.0]
+        out = tmp_path / "out" / "m.jsonl"
+        writer = JsonlWriter(out, clock=lambda: clock[0])
+        writer.open()
+        assert writer.write({"n": 1})
+        shutil.rmtree(tmp_path / "out")
+        clock[0] += 1.5
+        assert writer.maybe_rotate(clock[0])  # noticed within a second: reopened
+        assert writer.write({"n": 2})
+        assert [json.loads(x)["n"] for x in out.read_text().splitlines()] == [2]
+        writer.close()
+
+    def test_an_unusable_path_drops_and_counts_until_it_works_again(self, tmp_path):
+        from fossamon.storage.jsonl import JsonlWriter
+
+        clock = [1_800_000_000.0]
+        out = tmp_path / "out" / "m.jsonl"
+        writer = JsonlWriter(out, clock=lambda: clock[0])
+        writer.open()
+        writer.write({"n": 1})
+        out.unlink()
+        out.parent.rmdir()
+        out.parent.write_text("a file where the folder was")  # mkdir now fails
+        clock[0] += 1.5
+        assert not writer.maybe_rotate(clock[0])
+        assert writer.failing
+        assert not writer.write({"n": 2})
+        assert writer.lines_dropped == 1
+        out.parent.unlink()
+        assert writer.write({"n": 3})  # the folder can be made again: writing resumes
+        assert not writer.failing
+        assert [json.loads(x)["n"] for x in out.read_text().splitlines()] == [3]
+        writer.close()
