@@ -107,6 +107,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._signals_seen = 0
         self._reloading: asyncio.Task[None] | None = None
+        self._in_reload = False
         self._reload_again = False
         self._heartbeat: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -289,6 +290,8 @@ class Daemon:
         await self.pipeline.ingest(batch)
         if self._stop.is_set():
             return  # after STOPPING=1, a READY=1 or a fresh STATUS would mislead systemd
+        if self._in_reload:
+            return  # between RELOADING=1 and its READY=1, which carries a fresh STATUS
         status = self.status_line()
         if not self.ready and self.scheduler.all_ran_once():
             self.ready = True
@@ -384,6 +387,7 @@ class Daemon:
             log.warning("reload requested, but this daemon was not started from a file")
             return False
         self.notifier.reloading()
+        self._in_reload = True
         log.info("reloading", config=self.config_path)
         try:
             text = read_config_text(self.config_path)
@@ -410,6 +414,7 @@ class Daemon:
             log.info("reloaded", generation=self.generation)
             self._log_warnings(new)
         finally:
+            self._in_reload = False
             # READY=1 ends systemd's "reloading"; before the first cycle READY is not yet due,
             # and after STOPPING=1 it would be a lie.
             if not self._stop.is_set():
