@@ -150,3 +150,16 @@ class TestThePathChangesUnderTheWriter:
         assert not writer.failing
         assert [json.loads(x)["n"] for x in out.read_text().splitlines()] == [3]
         writer.close()
+
+
+def test_the_fast_and_the_fallback_serialiser_agree():
+    """orjson for the common case, json for what orjson refuses: the same data either way."""
+    from fossamon.storage.jsonl import dumps_line
+
+    plain = {"v": 1, "name": "é ✓", "x": 0.1, "big": 1e20, "small": 1e-7, "nan": float("nan")}
+    assert json.loads(dumps_line(plain)) == {**plain, "nan": None}
+    odd = {"lone": "\udcff", "huge": 2**70, "inf": float("inf")}  # orjson refuses these
+    line = dumps_line(odd)
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    assert json.loads(line) == {"lone": "\udcff", "huge": 2**70, "inf": None}
