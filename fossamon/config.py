@@ -192,6 +192,11 @@ class OutputFileConfig(_Section):
     compress: bool = True
     keep: Annotated[int, Field(ge=0)] = 30
     max_age: Duration = 0.0
+    # never: the kernel writes back when it likes (a crash of the process loses nothing, a
+    # power cut may lose seconds); interval: fsync every fsync_interval, off the event loop;
+    # always: fsync after every write, on the loop (durable, and slow on a slow disk).
+    fsync: Literal["never", "interval", "always"] = "interval"
+    fsync_interval: PositiveDuration = 5.0
 
 
 class OutputConfig(_Section):

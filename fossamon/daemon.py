@@ -92,6 +92,7 @@ class Daemon:
             config.output.metrics.path, policy_from(config.output.metrics)
         )
         self.alerts_out = JsonlWriter(config.output.alerts.path, policy_from(config.output.alerts))
+        self._apply_sync(config)
         self.evaluator = Evaluator(config.rules, no_data_after=no_data_defaults(config))
         self.history = History(self.evaluator.retention())
         self.alerts = AlertDispatcher(config.host(), self.evaluator, self.alerts_out)
@@ -210,6 +211,13 @@ class Daemon:
                 archiving_unfinished=unfinished,
             )
 
+    def _apply_sync(self, config: Config) -> None:
+        for writer, output in (
+            (self.metrics_out, config.output.metrics),
+            (self.alerts_out, config.output.alerts),
+        ):
+            writer.set_sync(output.fsync, output.fsync_interval)
+
     def _maybe_rotate_outputs(self) -> None:
         now = time.time()
         for writer in (self.metrics_out, self.alerts_out):
@@ -269,6 +277,8 @@ class Daemon:
                 self._maybe_rotate_outputs()
                 outputs = {"metrics": self.metrics_out, "alerts": self.alerts_out}
                 await self.alerts.watch_outputs(outputs, time.time())
+                for writer in outputs.values():
+                    await writer.sync_if_due(time.time())
                 await self.pipeline.tick(time.time())
                 if time.monotonic() - reported >= REPORT_EVERY:
                     reported = time.monotonic()
@@ -469,6 +479,7 @@ class Daemon:
                 raise
         self.metrics_out.set_policy(policy_from(new.output.metrics))
         self.alerts_out.set_policy(policy_from(new.output.alerts))
+        self._apply_sync(new)
 
     async def _swap_collectors(
         self, old: Config, new: Config, rebuilt: dict[str, Collector], now: float

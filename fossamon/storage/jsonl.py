@@ -8,6 +8,7 @@ ends in a partial line (a crash mid-write, a full disk) is terminated at open, s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -133,6 +134,11 @@ class JsonlWriter:
         self.rotations = 0
         self._failing = False
         self.last_error = ""
+        self.sync_mode = "never"
+        self.sync_interval = 5.0
+        self.syncs = 0
+        self._unsynced = False
+        self._synced_at = 0.0
         self._clock = clock
         self._size = 0
         self._identity: tuple[int, int] = (0, 0)
@@ -334,7 +340,51 @@ class JsonlWriter:
             self._failing = False
             log.info("writing output file again", path=str(self.path), dropped=self.lines_dropped)
         self.lines_written += len(lines)
+        self._unsynced = True
+        if self.sync_mode == "always":
+            self._sync_now()
         return True
+
+    def set_sync(self, mode: str, interval: float) -> None:
+        """The fsync policy: "never", "interval" (`sync_if_due`), or "always"."""
+        self.sync_mode, self.sync_interval = mode, interval
+
+    def _sync_now(self) -> None:
+        if self.fd is None or not self._unsynced:
+            return
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            log.error("fsync of output file failed", path=str(self.path), error=str(exc))
+            return
+        self._unsynced, self.syncs = False, self.syncs + 1
+
+    async def sync_if_due(self, now: float) -> None:
+        """With fsync = "interval": flush to the disk in a worker thread, on a duplicate of the
+        descriptor (a rotation may close ours meanwhile), at most every `sync_interval`."""
+        if self.sync_mode != "interval" or not self._unsynced or self.fd is None:
+            return
+        if now - self._synced_at < self.sync_interval:
+            return
+        self._synced_at, self._unsynced = now, False
+        try:
+            fd = os.dup(self.fd)
+        except OSError:
+            return
+
+        def sync_and_close() -> None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        try:
+            await asyncio.to_thread(sync_and_close)
+        except OSError as exc:
+            self._unsynced = True
+            log.error("fsync of output file failed", path=str(self.path), error=str(exc))
+            return
+        self.syncs += 1
 
     def _append(self, data: bytes) -> None:
         if self.fd is None:
@@ -359,6 +409,8 @@ class JsonlWriter:
 
     def close(self) -> None:
         if self.fd is not None:
+            if self.sync_mode != "never":
+                self._sync_now()  # what was written is on the disk when we stop
             fd, self.fd = self.fd, None
             try:
                 os.close(fd)

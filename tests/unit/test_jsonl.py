@@ -163,3 +163,43 @@ def test_the_fast_and_the_fallback_serialiser_agree():
     assert line.endswith(b"\n")
     assert line.count(b"\n") == 1
     assert json.loads(line) == {"lone": "\udcff", "huge": 2**70, "inf": None}
+
+
+class TestFsyncPolicy:
+    def writer(self, tmp_path, mode):
+        from fossamon.storage.jsonl import JsonlWriter
+
+        writer = JsonlWriter(tmp_path / "m.jsonl")
+        writer.set_sync(mode, 5.0)
+        writer.open()
+        return writer
+
+    async def test_interval_syncs_off_the_loop_at_most_every_interval(self, tmp_path):
+        writer = self.writer(tmp_path, "interval")
+        await writer.sync_if_due(100.0)
+        assert writer.syncs == 0  # nothing written yet
+        writer.write({"n": 1})
+        await writer.sync_if_due(100.0)
+        assert writer.syncs == 1
+        writer.write({"n": 2})
+        await writer.sync_if_due(101.0)
+        assert writer.syncs == 1  # not due
+        await writer.sync_if_due(105.5)
+        assert writer.syncs == 2
+        await writer.sync_if_due(120.0)
+        assert writer.syncs == 2  # nothing new
+        writer.write({"n": 3})
+        writer.close()  # and what was written is synced at close
+        assert writer.syncs == 3
+
+    async def test_always_and_never(self, tmp_path):
+        always = self.writer(tmp_path / "a", "always")
+        for n in range(3):
+            always.write({"n": n})
+        assert always.syncs == 3
+        always.close()
+        never = self.writer(tmp_path / "b", "never")
+        never.write({"n": 1})
+        await never.sync_if_due(1e9)
+        never.close()
+        assert never.syncs == 0
