@@ -26,9 +26,9 @@ from fossamon.storage.rotation import (
     CLOSE_WAIT,
     Archive,
     ArchiveKey,
-    Archiver,
     RotationPolicy,
     archive_name,
+    archiver_for,
     list_archives,
     next_boundary,
 )
@@ -146,7 +146,7 @@ class JsonlWriter:
         self._retry_rotation_at = 0.0
         self._checked_at = 0.0
         self._last_archive: ArchiveKey | None = None
-        self._archiver = Archiver(self.path)
+        self._archiver = archiver_for(self.path)
 
     @property
     def archives_removed(self) -> int:
@@ -185,7 +185,7 @@ class JsonlWriter:
             raise
         self.close()
         if path != self.path:
-            self._archiver = Archiver(path)
+            self._archiver = archiver_for(path)
             self._last_archive = None
         self.path, self.fd = path, fd
         self.repaired_lines += repaired
@@ -208,6 +208,9 @@ class JsonlWriter:
         if self.fd is None:
             return False
         now = self._clock() if now is None else now
+        every = self.policy.rotate_every
+        if self._rotate_at is not None and every and now < self._rotate_at - every:
+            self._schedule(now)  # the clock stepped back: the next boundary from now on
         if self.policy.mode == "builtin" and self._rotate_at is not None and now >= self._rotate_at:
             if self._size == 0:  # nothing to archive: an empty file just starts a new period
                 self._schedule(now)
@@ -280,6 +283,10 @@ class JsonlWriter:
                 target.rename(self.path)  # keep writing to the one file there was
             return self._rotation_failed(now, exc)
         old, self.fd = self.fd, fd
+        if self.sync_mode != "never":
+            # the archive's last lines are as durable as the live file's (rotation is rare)
+            with contextlib.suppress(OSError):
+                os.fsync(old)
         os.close(old)
         self._size, self._identity = 0, (info.st_dev, info.st_ino)
         self._last_archive = key
@@ -308,8 +315,12 @@ class JsonlWriter:
         return key
 
     def wait_archiving(self, timeout: float = CLOSE_WAIT) -> int:
-        """Wait (bounded) for compressions and pruning in flight; how many did not finish."""
-        return self._archiver.wait(timeout)
+        """Wait (bounded) for compressions and pruning in flight; how many did not finish.
+        What did not is dropped: the next start finishes it (a stop stays bounded)."""
+        left = self._archiver.wait(timeout)
+        if left:
+            self._archiver.abandon()
+        return left
 
     def write(self, record: dict[str, Any]) -> bool:
         try:

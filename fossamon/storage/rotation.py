@@ -122,7 +122,10 @@ def list_archives(path: Path) -> list[Archive]:
         match = pattern.fullmatch(name)
         if match is None:
             continue
-        stamp = dt.datetime.strptime(match.group(1), ARCHIVE_TIME).replace(tzinfo=dt.UTC)
+        try:
+            stamp = dt.datetime.strptime(match.group(1), ARCHIVE_TIME).replace(tzinfo=dt.UTC)
+        except ValueError:
+            continue  # looks like ours but is no time (m-20261399T000000Z.jsonl): not ours
         key = ArchiveKey(int(stamp.timestamp()), int(match.group(2) or 0))
         archive = found.setdefault(key, Archive(key, archive_name(path, key)))
         ending = match.group(3)
@@ -168,6 +171,21 @@ def count_lines(file: Path) -> int:
     return count
 
 
+_ARCHIVERS: dict[Path, Archiver] = {}
+_ARCHIVERS_LOCK = threading.Lock()
+
+
+def archiver_for(path: Path) -> Archiver:
+    """The one Archiver of a live file: two (a retarget away and back) would race on the
+    same archives, one deleting what the other is writing."""
+    key = path.absolute()
+    with _ARCHIVERS_LOCK:
+        found = _ARCHIVERS.get(key)
+        if found is None or found.closed:
+            found = _ARCHIVERS[key] = Archiver(key)
+        return found
+
+
 class Archiver:
     """The worker thread of one output file: compression, crash leftovers, retention."""
 
@@ -176,6 +194,7 @@ class Archiver:
         self.archives_removed = 0
         self.lines_removed = 0
         self.compressed = 0
+        self.closed = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="fossamon-archive")
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
@@ -197,6 +216,12 @@ class Archiver:
         _, left = wait_futures(pending, timeout)
         return len(left)
 
+    def abandon(self) -> None:
+        """After a bounded wait at stop: drop queued jobs (the next start finishes them) and
+        do not make the interpreter wait for the thread at exit."""
+        self.closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
     def _submit(self, job: object, *args: object) -> None:
         assert callable(job)
         future: Future[None] = self._executor.submit(self._guarded, job, *args)
@@ -215,17 +240,39 @@ class Archiver:
         except OSError as exc:
             # Left for the next job or the next start; the live file is never affected.
             log.error("archiving output file failed", path=str(self.path), error=str(exc))
+        except Exception:  # a bug here must not stop retention for good
+            log.exception("archiving output file failed", path=str(self.path))
 
     def _after_rotation(self, archive: Archive, policy: RotationPolicy, now: float) -> None:
-        if policy.compress:
+        try:
+            if policy.compress:
+                self._compress_all(archive)
+        finally:
+            # Retention runs whatever compression did: on a full disk it is what frees space.
+            self._prune(policy, now)
+
+    def _compress_all(self, newest: Archive) -> None:
+        """The new archive, and any an earlier failure (a full disk) left plain."""
+        waiting = [a for a in list_archives(self.path) if a.has_plain and not a.has_gz]
+        if newest.key not in {a.key for a in waiting}:
+            waiting.append(newest)
+        for archive in waiting:
             try:
                 compress(archive)
                 self.compressed += 1
             except FileNotFoundError:
                 pass  # retention (a job queued before this one) has removed it already
-        self._prune(policy, now)
+            except OSError:
+                archive.tmp.unlink(missing_ok=True)  # a half-written copy only takes space
+                raise
 
     def _recover(self, policy: RotationPolicy, now: float) -> None:
+        try:
+            self._finish_leftovers(policy)
+        finally:
+            self._prune(policy, now)
+
+    def _finish_leftovers(self, policy: RotationPolicy) -> None:
         for archive in list_archives(self.path):
             if archive.has_tmp:
                 archive.tmp.unlink(missing_ok=True)
@@ -238,7 +285,6 @@ class Archiver:
                 compress(archive)
                 self.compressed += 1
                 log.info("compressed an archive left uncompressed", path=str(archive.gz))
-        self._prune(policy, now)
 
     def _prune(self, policy: RotationPolicy, now: float) -> None:
         archives = [a for a in list_archives(self.path) if a.has_plain or a.has_gz]
@@ -249,8 +295,10 @@ class Archiver:
             limit = now - policy.max_age
             doomed += [a for a in archives if a.key.when < limit and a not in doomed]
         for archive in doomed:
-            # Lines are counted as they go, so that written == live + archived + removed.
-            self.lines_removed += count_lines(archive.gz if archive.has_gz else archive.plain)
-            self.archives_removed += 1
+            # Lines are counted as they go, so that written == live + archived + removed;
+            # counted once removed, so a deletion that fails is not counted again and again.
+            lines = count_lines(archive.gz if archive.has_gz else archive.plain)
             archive.gz.unlink(missing_ok=True)
             archive.plain.unlink(missing_ok=True)
+            self.lines_removed += lines
+            self.archives_removed += 1

@@ -325,3 +325,54 @@ class TestConfig:
         text = '[output.alerts]\npath = "/tmp/a.jsonl"\nmax_size = 0\nrotate_every = 0\nkeep = 0\n'
         policy = policy_from(parse_config(text).output.alerts)
         assert (policy.max_size, policy.rotate_every, policy.keep) == (0, 0.0, 0)
+
+
+class TestReviewedEdges:
+    def test_a_file_named_like_an_archive_but_no_time_is_not_ours(self, tmp_path):
+        (tmp_path / "m-20261399T000000Z.jsonl").write_text("x\n")
+        assert list_archives(tmp_path / "m.jsonl") == []
+        clock = Clock()
+        writer = JsonlWriter(tmp_path / "m.jsonl", builtin(max_size=4096), clock=clock)
+        writer.open()
+        for n in range(200):  # rotations happen; write() never raises
+            assert writer.write({"n": n, "pad": "x" * 60})
+            clock.now += 0.01
+        writer.close()
+        writer.wait_archiving(5)
+        assert writer.rotations > 0
+        assert (tmp_path / "m-20261399T000000Z.jsonl").exists()
+
+    def test_a_clock_stepped_back_does_not_postpone_time_rotation(self, tmp_path):
+        clock = Clock(T0 + 10)
+        writer = JsonlWriter(tmp_path / "m.jsonl", builtin(rotate_every=3600.0), clock=clock)
+        writer.open()
+        writer.write({"n": 1})
+        clock.now -= 3 * 3600  # stepped back three hours
+        writer.maybe_rotate(clock.now)
+        clock.now += 3600 + 1
+        writer.write({"n": 2})
+        assert writer.maybe_rotate(clock.now) or writer.rotations == 1
+        writer.close()
+        writer.wait_archiving(5)
+        assert writer.rotations == 1
+
+    def test_retention_counts_a_removal_only_once_it_happened(self, tmp_path, monkeypatch):
+
+        clock = Clock()
+        writer = JsonlWriter(tmp_path / "m.jsonl", builtin(max_size=4096, keep=1), clock=clock)
+        writer.open()
+        real_unlink = Path.unlink
+
+        def refuse(self: Path, missing_ok: bool = False) -> None:
+            if self.name.startswith("m-"):
+                raise PermissionError(13, "refused", str(self))
+            real_unlink(self, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", refuse)
+        for n in range(300):
+            writer.write({"n": n, "pad": "x" * 60})
+            clock.now += 0.01
+        writer.wait_archiving(5)
+        assert writer.archives_removed == 0
+        assert writer.lines_removed == 0
+        writer.close()
