@@ -1,15 +1,14 @@
-"""Shared test helpers: the E2E skip policy, free loopback ports, the demo database."""
+"""Shared test fixtures: the E2E skip policy, the demo database."""
 
 from __future__ import annotations
 
 import os
-import socket
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 REQUIRE_E2E = os.environ.get("FOSSAMON_E2E") == "require"
@@ -30,12 +29,6 @@ def need() -> Callable[[bool, str], None]:
     return need_part
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def small_demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded stand-in database, small enough to build in well under a second."""
@@ -44,3 +37,15 @@ def small_demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("demo") / "fossawork_small.db"
     create_demo_database(path, work_orders=5_000, dispensers=1_000, customers=200)
     return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport() -> Iterator[None]:
+    """Under FOSSAMON_E2E=require nothing may pass by absence: a skip from any source (a
+    `skipif`, an `importorskip`, a `pytest.skip` that bypassed `need`) is a failure."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if REQUIRE_E2E and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"FOSSAMON_E2E=require, and this test skipped: {reason}"
