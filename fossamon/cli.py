@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from fossamon.config import Config
 
 
-def _add_config_option(parser: argparse.ArgumentParser) -> None:
+def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c",
         "--config",
@@ -46,19 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the daemon in the foreground (what systemd runs)")
-    _add_config_option(run)
+    add_config_option(run)
 
     check = commands.add_parser("check", help="validate the config and show what would run")
-    _add_config_option(check)
+    add_config_option(check)
 
     once = commands.add_parser("once", help="one cycle of every collector and rule, printed")
-    _add_config_option(once)
+    add_config_option(once)
     once.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     reload = commands.add_parser(
         "reload", help="make the running daemon reload its config; wait for its verdict"
     )
-    _add_config_option(reload)
+    add_config_option(reload)
     reload.add_argument("--pid", type=int, default=None, help="the daemon's pid ($MAINPID)")
     reload.add_argument(
         "--timeout", default="60s", help="how long to wait for the verdict (default: 60s)"

@@ -31,6 +31,7 @@ from fossamon.config import (
 )
 from fossamon.errors import ConfigError, ConfigProblem
 from fossamon.model import iso_ts
+from fossamon.redact import redact
 from fossamon.units import format_bytes, format_duration, format_value
 
 if TYPE_CHECKING:
@@ -77,9 +78,9 @@ def _sink(sink: SinkConfig) -> str:
     if isinstance(sink, JsonlSinkConfig):
         where = sink.path
     elif isinstance(sink, WebhookSinkConfig):
-        where = redact_url(sink.url)
+        where = redact(sink.url)
     elif isinstance(sink, AlertmanagerSinkConfig):
-        where = f"{redact_url(sink.url)}, re-sent every {format_duration(sink.resend_every)}"
+        where = f"{redact(sink.url)}, re-sent every {format_duration(sink.resend_every)}"
     elif isinstance(sink, ExecSinkConfig):
         where = " ".join(sink.command)
     else:
@@ -91,16 +92,6 @@ def _sink(sink: SinkConfig) -> str:
     if not sink.send_resolved:
         filters.append("no resolved")
     return f"{sink_name(sink)} ({sink.type}) → {where}; {'; '.join(filters)}"
-
-
-def redact_url(url: str) -> str:
-    """A URL with any password in it replaced, for printing."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    userinfo, _, host = rest.partition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
 
 
 def _every(interval: float, jitter: float) -> str:

@@ -143,14 +143,10 @@ def add_silence_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     expire = actions.add_parser("expire", help="end a silence added with `silence add`")
     expire.add_argument("silence_id", metavar="ID")
+    from fossamon.cli import add_config_option  # noqa: PLC0415 - cli imports this module
+
     for parser in (add, listing, expire):
-        parser.add_argument(
-            "-c",
-            "--config",
-            metavar="FILE",
-            default=None,
-            help="config file (default: $FOSSAMON_CONFIG, then /etc/fossamon/config.toml)",
-        )
+        add_config_option(parser)
 
 
 def run_silence_command(args: argparse.Namespace) -> int:

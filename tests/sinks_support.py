@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,12 +13,6 @@ from aiohttp import web
 from fossamon.model import AlertEvent, EventKind, Severity, fingerprint, make_labels
 
 T0 = 1_800_000_000.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def event(

@@ -431,30 +431,33 @@ class SinkWorker:
                 error=reason,
             )
             return
+        self._failed(
+            batch,
+            "delivery failed after every retry; the event stays in the outbox",
+            error=reason,
+            attempts=attempts,
+        )
+
+    def _failed(self, batch: Sequence[Delivery], message: str, **fields: object) -> None:
+        """Count and log (at error, one line per event: each names its alert) a batch lost."""
         self.stats.failed += len(batch)
         for delivery in batch:
             log.error(
-                "delivery failed after every retry; the event stays in the outbox",
+                message,
                 sink=self.name,
                 rule=delivery.event.rule,
                 fingerprint=delivery.event.key,
                 alert=str(delivery.event.kind),
                 severity=delivery.event.severity.label,
-                attempts=attempts,
-                error=reason,
+                **fields,
             )
 
     def _refused(self, batch: Sequence[Delivery], reason: str) -> None:
-        self.stats.failed += len(batch)
-        for delivery in batch:
-            log.error(
-                "the receiver refused the event; not retried (fix the sink's config)",
-                sink=self.name,
-                rule=delivery.event.rule,
-                fingerprint=delivery.event.key,
-                alert=str(delivery.event.kind),
-                error=reason,
-            )
+        self._failed(
+            batch,
+            "the receiver refused the event; not retried (fix the sink's config)",
+            error=reason,
+        )
         ids = [d.id for d in batch if d.id]
         if ids:
             try:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from sinks_support import RecordingOutbox, event, free_port
+from sinks_support import RecordingOutbox, event
+from support import free_port
 
 from fossamon.config import AlertmanagerSinkConfig
 from fossamon.model import EventKind, Severity

@@ -11,7 +11,6 @@ import itertools
 import json
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from nspawn import Container, available
+from support import free_port
 
 from fossamon.demo.seed import create_demo_database
 
@@ -34,12 +34,6 @@ UNIT = "fossamon.service"
 # Short watchdog and restart delay for the test only (the shipped unit says 30 s and 5 s).
 WATCHDOG_SEC, RESTART_SEC = 6, 1
 TEST_DROPIN = f"[Service]\nWatchdogSec={WATCHDOG_SEC}s\nRestartSec={RESTART_SEC}s\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def config_text(target: str, *, system_interval: str = "2s", extra: str = "") -> str:

@@ -13,20 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from support import daemon_head
 
 
 def daemon_config(tmp_path: Path, url: str, db: Path, **extra: str) -> Path:
     """A fast config: short intervals, every KPI rule, outputs in tmp_path."""
-    text = f"""
-[daemon]
-log_format = "plain"
-runtime_dir = "{tmp_path}/run"
-state_dir = "{tmp_path}/state"
-shutdown_grace = "{extra.get("grace", "2s")}"
-[output.metrics]
-path = "{tmp_path}/out/metrics.jsonl"
-[output.alerts]
-path = "{tmp_path}/out/alerts.jsonl"
+    text = (
+        daemon_head(tmp_path, grace=extra.get("grace", "2s"))
+        + f"""
 [collectors.system]
 interval = "{extra.get("system_interval", "500ms")}"
 [collectors.api]
@@ -65,6 +59,7 @@ warning = "500ms"
 critical = "2s"
 {extra.get("more", "")}
 """
+    )
     path = tmp_path / "config.toml"
     path.write_text(text)
     return path

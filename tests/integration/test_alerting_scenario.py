@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from daemon_harness import start_daemon
-from sinks_support import free_port
+from support import daemon_head, free_port
 
 from fossamon.demo.target import DemoTarget
 from fossamon.model import parse_iso_ts
@@ -118,16 +118,9 @@ async def am_alerts(url: str) -> list[dict]:
 
 
 def scenario_config(tmp_path: Path, target: str, sinks: str) -> Path:
-    text = f"""
-[daemon]
-log_format = "plain"
-runtime_dir = "{tmp_path}/run"
-state_dir = "{tmp_path}/state"
-shutdown_grace = "2s"
-[output.metrics]
-path = "{tmp_path}/out/metrics.jsonl"
-[output.alerts]
-path = "{tmp_path}/out/alerts.jsonl"
+    text = (
+        daemon_head(tmp_path, grace="2s")
+        + f"""
 [collectors.system]
 interval = "500ms"
 [collectors.api]
@@ -147,6 +140,7 @@ clear = "200ms"
 summary = "{{labels[endpoint]}} answers in {{value}} ({{severity}} over {{threshold}})"
 {sinks}
 """
+    )
     path = tmp_path / "config.toml"
     path.write_text(text)
     return path

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import start_daemon
+from support import daemon_head
 
 ARTIFACTS = Path(__file__).parent.parent.parent / "artifacts"
 
@@ -49,21 +50,8 @@ async def test_disk_full_is_counted_logged_once_and_recovers(
 ) -> None:
     metrics = small_disk / "metrics.jsonl"
     config = tmp_path / "config.toml"
-    config.write_text(
-        f"""
-[daemon]
-log_format = "plain"
-runtime_dir = "{tmp_path}/run"
-state_dir = "{tmp_path}/state"
-shutdown_grace = "1s"
-[output.metrics]
-path = "{metrics}"
-[output.alerts]
-path = "{tmp_path}/alerts.jsonl"
-[collectors.system]
-interval = "100ms"
-"""
-    )
+    head = daemon_head(tmp_path, metrics=str(metrics), alerts=f"{tmp_path}/alerts.jsonl")
+    config.write_text(head + '[collectors.system]\ninterval = "100ms"\n')
     filler = fill(small_disk, leave=8 * 1024)
     daemon = await start_daemon(config, tmp_path)
     stderr = bytearray()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import start_daemon
+from support import daemon_head
 
 REPO = Path(__file__).parent.parent.parent
 SHIPPED = REPO / "logrotate" / "fossamon"
@@ -57,19 +58,11 @@ async def test_forced_rotations_while_the_daemon_writes_lose_nothing(
     out.mkdir()
     metrics = out / "metrics.jsonl"
     config = tmp_path / "config.toml"
+    external = 'rotation = "external"'
+    head = daemon_head(tmp_path, metrics_extra=external, alerts_extra=external)
     config.write_text(
-        f"""
-[daemon]
-log_format = "plain"
-runtime_dir = "{tmp_path}/run"
-state_dir = "{tmp_path}/state"
-shutdown_grace = "1s"
-[output.metrics]
-path = "{metrics}"
-rotation = "external"
-[output.alerts]
-path = "{out}/alerts.jsonl"
-rotation = "external"
+        head
+        + """
 [collectors.system]
 interval = "100ms"
 """

@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 from daemon_harness import start_daemon
+from support import daemon_head
 
 
 def read(path: Path) -> list[str]:
@@ -23,19 +24,10 @@ def read(path: Path) -> list[str]:
 async def test_sigkill_mid_write_leaves_only_whole_lines(tmp_path: Path) -> None:
     out = tmp_path / "out"
     config = tmp_path / "config.toml"
+    head = daemon_head(tmp_path, metrics_extra='max_size = "8KiB"\nkeep = 0')
     config.write_text(
-        f"""
-[daemon]
-log_format = "plain"
-runtime_dir = "{tmp_path}/run"
-state_dir = "{tmp_path}/state"
-shutdown_grace = "1s"
-[output.metrics]
-path = "{out}/metrics.jsonl"
-max_size = "8KiB"
-keep = 0
-[output.alerts]
-path = "{out}/alerts.jsonl"
+        head
+        + """
 [collectors.system]
 interval = "100ms"
 per_cpu = true

@@ -7,8 +7,9 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from sinks_support import Receiver, RecordingOutbox, event, free_port
+from sinks_support import Receiver, RecordingOutbox, event
 from structlog.testing import capture_logs
+from support import free_port
 
 from fossamon.config import AlertmanagerSinkConfig, WebhookSinkConfig
 from fossamon.model import EventKind, Severity
