@@ -16,17 +16,15 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from fossamon.alerting import AlertDispatcher, no_data_defaults
+from fossamon.alerting import AlertDispatcher, collected_series, no_data_defaults
 from fossamon.collectors.base import (
     build_collectors,
     collector_class,
     enabled_sections,
-    metrics_for,
-    target_labels,
 )
 from fossamon.collectors.internal import REPORT_EVERY, internal_batch
 from fossamon.config import config_digest, read_config_text
@@ -494,24 +492,17 @@ class Daemon:
         for name, collector in rebuilt.items():
             if name in old_sections:
                 await self.scheduler.remove(name, grace)
-                keep = self._still_collected(name, new_sections[name], new)
+                keep = self._still_collected(name, new)
                 await self.pipeline.forget(name, now, keep=keep)
             log.info("collector (re)built", collector=name)
             self.scheduler.add(collector)
 
-    def _still_collected(self, collector: str, section: Any, new: Config) -> set[SeriesKey]:
+    def _still_collected(self, collector: str, new: Config) -> set[SeriesKey]:
         """The collector's series that the new config still collects: a metric it still
         produces (per_cpu off drops the per-core series), for a target (endpoint, query,
-        mount) that is still configured."""
-        produced = metrics_for(collector, section)
-        label, names = target_labels(new.collectors).get(collector, ("", set()))
-        kept = set()
-        for key in self.history.by_collector.get(collector, set()):
-            metric, labels = key
-            target = dict(labels).get(label)
-            if metric in produced and (target is None or target in names):
-                kept.add(key)
-        return kept
+        mount) that is still configured (the same test a restart applies to saved alerts)."""
+        collected = collected_series(new)
+        return {key for key in self.history.by_collector.get(collector, set()) if collected(*key)}
 
     def reopen_outputs(self) -> None:
         """SIGUSR1: logrotate moved our files away; continue in fresh ones at the same paths.
