@@ -375,10 +375,6 @@ def set_secrets(values: Iterable[str]) -> None:
     _PROCESS.set_secrets(values)
 
 
-def current_secrets() -> frozenset[str]:
-    return _PROCESS.secrets
-
-
 def set_secrets_from_config(config: Config, *, keep: bool = False) -> None:
     """Register `config`'s secrets; with `keep`, in addition to those registered already (a
     reload that may still fail and leave the running config in place)."""

@@ -58,7 +58,6 @@ class _Alert:
     labels: dict[str, str]
     annotations: dict[str, str]
     starts_at: float
-    event_ts: float  # the latest event applied to this alert's fingerprint
     ends_at: float | None = None  # None: firing
     last_sent: float = -math.inf
     forget_at: float = math.inf  # for a resolved alert: once it reached Alertmanager
@@ -144,16 +143,13 @@ class AlertmanagerSink:
             event.rule, event.severity, event.labels
         )
         for key, alert in mine:
-            alert.event_ts = event.ts
             if alert.ends_at is None and (ending or key[1] != severity):
                 alert.end(event.ts, now)
                 touched.append(key)
         key = (fingerprint, severity)
         old = self.alerts.get(key)
         if not ending:
-            alert = _Alert(
-                self.labels(event, host), alert_annotations(event), event.since, event.ts
-            )
+            alert = _Alert(self.labels(event, host), alert_annotations(event), event.since)
             if old is not None:
                 # events it still waits for are superseded: delivered with this one
                 alert.pending = old.pending
@@ -165,9 +161,7 @@ class AlertmanagerSink:
         elif event.kind is EventKind.RESOLVED and not touched:
             # A resolve for an alert not firing in the map (it fired before a restart that lost
             # it, or went to Alertmanager before this sink was configured): say it anyway.
-            alert = old or _Alert(
-                self.labels(event, host), alert_annotations(event), event.since, event.ts
-            )
+            alert = old or _Alert(self.labels(event, host), alert_annotations(event), event.since)
             alert.end(event.ts, now)
             self.alerts[key] = alert
             touched.append(key)
@@ -198,7 +192,6 @@ class AlertmanagerSink:
             {**self.labels(event, self.host), "severity": event.previous.label},
             alert_annotations(event),
             event.since,
-            event.ts,
         )
         alert.end(event.ts, now)
         self.alerts[key] = alert
