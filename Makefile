@@ -28,8 +28,8 @@ demo: $(STAMP)
 	$(BIN)/fossamon demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check fossamon tests
-	$(BIN)/ruff format --check fossamon tests
+	$(BIN)/ruff check fossamon tests benchmarks
+	$(BIN)/ruff format --check fossamon tests benchmarks
 
 types: $(STAMP)
 	$(BIN)/mypy fossamon

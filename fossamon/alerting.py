@@ -31,13 +31,13 @@ from fossamon.sinks.base import Delivery, build_sink_workers
 from fossamon.storage.state import MemoryStateStore, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from fossamon.config import Config, SinkConfig
     from fossamon.model import Labels
     from fossamon.rules.evaluator import Evaluator
     from fossamon.sinks.base import SinkWorker
-    from fossamon.storage.jsonl import JsonlWriter
+    from fossamon.storage.output import LineOutput
 
 
 log = structlog.get_logger("fossamon.alerting")
@@ -93,7 +93,7 @@ OUTPUT_RULE = "output_write_failing"
 def _output_event(
     kind: EventKind,
     labels: Labels,
-    writer: JsonlWriter,
+    writer: LineOutput,
     now: float,
     since: float,
     summary: str,
@@ -120,7 +120,7 @@ class AlertDispatcher:
         self,
         host: str,
         evaluator: Evaluator,
-        alerts_out: JsonlWriter | None,
+        alerts_out: LineOutput | None,
         store: Store | None = None,
     ) -> None:
         self.host = host
@@ -325,7 +325,7 @@ class AlertDispatcher:
             log.info("silence over: telling sinks of alerts still open", alerts=len(pending))
             await self.publish(pending, now, record=False)
 
-    async def watch_outputs(self, outputs: dict[str, JsonlWriter], now: float) -> None:
+    async def watch_outputs(self, outputs: Mapping[str, LineOutput], now: float) -> None:
         """The internal alert `output_write_failing{file}`: critical while an output file
         cannot be written (lines are being dropped), resolved when writing works again."""
         events: list[AlertEvent] = []

@@ -182,6 +182,18 @@ def _rotation_size(value: int) -> int:
 RotationSize = Annotated[int, BeforeValidator(_size), AfterValidator(_rotation_size)]
 
 
+MIN_BUFFER_LIMIT = 1024 * 1024
+
+
+def _buffer_limit(value: int) -> int:
+    if value < MIN_BUFFER_LIMIT:
+        raise ValueError(f'must be at least "1MiB", got {value} bytes')
+    return value
+
+
+BufferLimit = Annotated[int, BeforeValidator(_size), AfterValidator(_buffer_limit)]
+
+
 class OutputFileConfig(_Section):
     path: FilePath
     # builtin: the writer rotates, compresses and prunes; external: logrotate does, and the
@@ -193,10 +205,16 @@ class OutputFileConfig(_Section):
     keep: Annotated[int, Field(ge=0)] = 30
     max_age: Duration = 0.0
     # never: the kernel writes back when it likes (a crash of the process loses nothing, a
-    # power cut may lose seconds); interval: fsync every fsync_interval, off the event loop;
-    # always: fsync after every write, on the loop (durable, and slow on a slow disk).
+    # power cut may lose seconds); interval: fsync every fsync_interval; always: fsync after
+    # every write. Either way in the file's own thread, never on the event loop.
     fsync: Literal["never", "interval", "always"] = "interval"
     fsync_interval: PositiveDuration = 5.0
+    # 0: write as soon as the writer thread is free (lines arriving meanwhile are batched);
+    # more: collect lines for up to that long (fewer, larger writes; more lost to a SIGKILL).
+    flush_interval: Duration = 0.0
+    # Lines accepted and not yet written; beyond it (a disk that cannot keep up) they are
+    # dropped and counted. At least 1MiB: one batch of a thousand endpoints is ~300 kB.
+    buffer_limit: BufferLimit = 8 * 1024 * 1024
 
 
 class OutputConfig(_Section):

@@ -40,7 +40,7 @@ from fossamon.redact import set_secrets_from_config
 from fossamon.rules.evaluator import Evaluator
 from fossamon.rules.windows import History
 from fossamon.scheduling import CollectorScheduler
-from fossamon.storage.jsonl import JsonlWriter
+from fossamon.storage.output import BufferedOutput
 from fossamon.storage.rotation import CLOSE_WAIT, policy_from
 from fossamon.storage.state import STATE_FILE, StateStore, StateStoreError
 from fossamon.systemd import Notifier, watchdog_period
@@ -86,11 +86,13 @@ class Daemon:
         self.last_reload_ok: bool | None = None
         self.reload_requested = 0
         self.reload_completed = 0
-        self.metrics_out = JsonlWriter(
+        self.metrics_out = BufferedOutput(
             config.output.metrics.path, policy_from(config.output.metrics)
         )
-        self.alerts_out = JsonlWriter(config.output.alerts.path, policy_from(config.output.alerts))
-        self._apply_sync(config)
+        self.alerts_out = BufferedOutput(
+            config.output.alerts.path, policy_from(config.output.alerts)
+        )
+        self._apply_writing(config)
         self.evaluator = Evaluator(config.rules, no_data_after=no_data_defaults(config))
         self.history = History(self.evaluator.retention())
         self.alerts = AlertDispatcher(config.host(), self.evaluator, self.alerts_out)
@@ -110,6 +112,7 @@ class Daemon:
         self._reload_again = False
         self._heartbeat: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._reopening: set[asyncio.Task[None]] = set()
         self._state_warned = False
         self._start_ticks = process_start_ticks()
 
@@ -124,7 +127,7 @@ class Daemon:
             self.alerts_out.open()
         except OSError as exc:
             log.error("cannot start: an output file cannot be opened", error=str(exc))
-            self._close_outputs()
+            await self._close_outputs()
             return EX_CANTCREAT
         store_path = str(Path(self.config.daemon.state_dir) / STATE_FILE)
         try:
@@ -133,7 +136,7 @@ class Daemon:
             log.error(
                 "cannot start: the state store cannot be opened", path=store_path, error=str(exc)
             )
-            self._close_outputs()
+            await self._close_outputs()
             return EX_CANTCREAT
         try:
             try:
@@ -180,17 +183,20 @@ class Daemon:
                 await asyncio.wait([task], timeout=grace)
         cancelled = await self.scheduler.stop(grace)
         await self.alerts.stop(grace)
+        await self._close_outputs()
         lines = self.metrics_out.lines_written + self.alerts_out.lines_written
         dropped = self.metrics_out.lines_dropped + self.alerts_out.lines_dropped
-        self._close_outputs()
         await self._finish_archiving()
         remove_state(self.runtime_dir, os.getpid())
         self.notifier.close()
         log.info("stopped", cancelled_runs=cancelled, lines_written=lines, lines_dropped=dropped)
 
-    def _close_outputs(self) -> None:
-        self.metrics_out.close()
-        self.alerts_out.close()
+    async def _close_outputs(self) -> None:
+        """Every buffered line is written before the files close; a disk that hangs gets a
+        bounded wait (one for both files), so the stop stays bounded."""
+        deadline = time.monotonic() + CLOSE_WAIT
+        for writer in (self.metrics_out, self.alerts_out):
+            await writer.close(max(0.0, deadline - time.monotonic()))
 
     async def _finish_archiving(self) -> None:
         """Compressions in flight get a bounded wait; what is left is finished at next start."""
@@ -209,24 +215,25 @@ class Daemon:
                 archiving_unfinished=unfinished,
             )
 
-    def _apply_sync(self, config: Config) -> None:
+    def _apply_writing(self, config: Config) -> None:
         for writer, output in (
             (self.metrics_out, config.output.metrics),
             (self.alerts_out, config.output.alerts),
         ):
             writer.set_sync(output.fsync, output.fsync_interval)
+            writer.set_buffering(output.flush_interval, output.buffer_limit)
 
-    def _maybe_rotate_outputs(self) -> None:
+    async def _maybe_rotate_outputs(self) -> None:
         now = time.time()
         for writer in (self.metrics_out, self.alerts_out):
-            writer.maybe_rotate(now)
+            await writer.maybe_rotate(now)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
-        loop.add_signal_handler(signal.SIGUSR1, self.reopen_outputs)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_reopen_signal)
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         self._signals_seen += 1
@@ -272,7 +279,7 @@ class Daemon:
             await asyncio.sleep(ALERT_TICK)
             try:
                 # time-based rotation is due on schedule, written to or not
-                self._maybe_rotate_outputs()
+                await self._maybe_rotate_outputs()
                 outputs = {"metrics": self.metrics_out, "alerts": self.alerts_out}
                 await self.alerts.watch_outputs(outputs, time.time())
                 for writer in outputs.values():
@@ -442,7 +449,7 @@ class Daemon:
         old = self.config
         workers = self.alerts.prepare_sinks(new)
         rebuilt = self._build_changed_collectors(old, new)
-        self._retarget_outputs(new)
+        await self._retarget_outputs(new)
         now = time.time()
         self.pipeline.host = new.host()
         # Rules first, so collectors rebuilt below feed the new rules from their first run.
@@ -465,19 +472,19 @@ class Daemon:
                 built[name] = collector_class(name)(section)
         return built
 
-    def _retarget_outputs(self, new: Config) -> None:
+    async def _retarget_outputs(self, new: Config) -> None:
         old_metrics, old_alerts = str(self.metrics_out.path), str(self.alerts_out.path)
         if old_metrics != new.output.metrics.path:
-            self.metrics_out.retarget(new.output.metrics.path)
+            await self.metrics_out.retarget(new.output.metrics.path)
         if old_alerts != new.output.alerts.path:
             try:
-                self.alerts_out.retarget(new.output.alerts.path)
+                await self.alerts_out.retarget(new.output.alerts.path)
             except Exception:
-                self.metrics_out.retarget(old_metrics)  # all or nothing
+                await self.metrics_out.retarget(old_metrics)  # all or nothing
                 raise
-        self.metrics_out.set_policy(policy_from(new.output.metrics))
-        self.alerts_out.set_policy(policy_from(new.output.alerts))
-        self._apply_sync(new)
+        await self.metrics_out.set_policy(policy_from(new.output.metrics))
+        await self.alerts_out.set_policy(policy_from(new.output.alerts))
+        self._apply_writing(new)
 
     async def _swap_collectors(
         self, old: Config, new: Config, rebuilt: dict[str, Collector], now: float
@@ -504,16 +511,21 @@ class Daemon:
         collected = collected_series(new)
         return {key for key in self.history.by_collector.get(collector, set()) if collected(*key)}
 
-    def reopen_outputs(self) -> None:
+    def _on_reopen_signal(self) -> None:
+        if self._stop.is_set():
+            return  # the files are being (or have been) closed
+        task = asyncio.get_running_loop().create_task(self.reopen_outputs())
+        self._reopening.add(task)  # a reference, or the task may vanish mid-way
+        task.add_done_callback(self._reopening.discard)
+
+    async def reopen_outputs(self) -> None:
         """SIGUSR1: logrotate moved our files away; continue in fresh ones at the same paths.
 
         A file that cannot be reopened keeps its old descriptor: lines still land somewhere.
         """
-        if self._stop.is_set():
-            return  # the files are being (or have been) closed
         for writer in (self.metrics_out, self.alerts_out):
             try:
-                writer.open()
+                await writer.reopen()
             except OSError as exc:
                 log.error("cannot reopen output file", path=str(writer.path), error=str(exc))
         log.info("output files reopened")

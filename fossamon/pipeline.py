@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from fossamon.model import AlertEvent, Batch, SeriesKey
     from fossamon.rules.evaluator import Evaluator
     from fossamon.rules.windows import History
-    from fossamon.storage.jsonl import JsonlWriter
+    from fossamon.storage.output import LineOutput
 
 log = structlog.get_logger("fossamon.pipeline")
 
@@ -35,7 +35,7 @@ class Pipeline:
         host: str,
         history: History,
         evaluator: Evaluator,
-        metrics_out: JsonlWriter | None,
+        metrics_out: LineOutput | None,
         alerts: AlertDispatcher,
         observers: Sequence[BatchObserver] = (),
     ) -> None:

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 from fossamon.model import Batch, Sample, make_labels
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from fossamon.alerting import AlertDispatcher
-    from fossamon.storage.jsonl import JsonlWriter
+    from fossamon.storage.output import LineOutput
 
 COLLECTOR = "fossamon"
 REPORT_EVERY = 60.0
@@ -34,7 +36,7 @@ METRICS = (
 )
 
 
-def internal_batch(now: float, alerts: AlertDispatcher, outputs: dict[str, JsonlWriter]) -> Batch:
+def internal_batch(now: float, alerts: AlertDispatcher, outputs: Mapping[str, LineOutput]) -> Batch:
     samples: list[Sample] = []
     for worker in alerts.workers:
         sink = make_labels(sink=worker.name)

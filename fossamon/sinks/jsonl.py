@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from fossamon.config import sink_name
 from fossamon.sinks.base import Delivery, DeliveryError, EventSink
-from fossamon.storage.jsonl import JsonlWriter
+from fossamon.storage.output import BufferedOutput
+from fossamon.storage.rotation import CLOSE_WAIT
 
 if TYPE_CHECKING:
     from fossamon.config import JsonlSinkConfig
@@ -29,12 +30,13 @@ class JsonlSink(EventSink):
     def __init__(self, config: JsonlSinkConfig, host: str) -> None:
         super().__init__(sink_name(config))
         self.host = host
-        self.writer = JsonlWriter(config.path)
+        self.writer = BufferedOutput(config.path)
 
     async def deliver(self, delivery: Delivery) -> None:
         # The writer logs a failing file once per episode; raising here gets the retries.
-        if not self.writer.write(delivery.event.to_json(delivery.host)):
+        # Written in the file's thread: a slow disk holds this sink's queue, not the loop.
+        if not await self.writer.write_through(delivery.event.to_json(delivery.host)):
             raise DeliveryError(self.name, f"cannot write {self.writer.path}")
 
     async def close(self) -> None:
-        self.writer.close()
+        await self.writer.close(CLOSE_WAIT)

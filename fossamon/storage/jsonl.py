@@ -8,7 +8,6 @@ ends in a partial line (a crash mid-write, a full disk) is terminated at open, s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import json
@@ -370,32 +369,16 @@ class JsonlWriter:
             return
         self._unsynced, self.syncs = False, self.syncs + 1
 
-    async def sync_if_due(self, now: float) -> None:
-        """With fsync = "interval": flush to the disk in a worker thread, on a duplicate of the
-        descriptor (a rotation may close ours meanwhile), at most every `sync_interval`."""
+    def sync_if_due(self, now: float) -> None:
+        """With fsync = "interval": flush to the disk at most every `sync_interval`. It blocks
+        for as long as the disk takes: the daemon calls it in the file's own thread
+        (`fossamon.storage.output`), never on the event loop."""
         if self.sync_mode != "interval" or not self._unsynced or self.fd is None:
             return
         if now - self._synced_at < self.sync_interval:
             return
-        self._synced_at, self._unsynced = now, False
-        try:
-            fd = os.dup(self.fd)
-        except OSError:
-            return
-
-        def sync_and_close() -> None:
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-        try:
-            await asyncio.to_thread(sync_and_close)
-        except OSError as exc:
-            self._unsynced = True
-            log.error("fsync of output file failed", path=str(self.path), error=str(exc))
-            return
-        self.syncs += 1
+        self._synced_at = now
+        self._sync_now()
 
     def _append(self, data: bytes) -> None:
         if self.fd is None:

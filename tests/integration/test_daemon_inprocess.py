@@ -93,6 +93,7 @@ class TestReloadIsAllOrNothing:
         write_config(config, tmp_path, per_cpu=False, rules=rules)
         assert await daemon.reload() is True
         assert daemon.evaluator.firing() == []
+        await daemon.alerts_out.flush()
         events = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
         resolved = [e for e in events if e["event"] == "resolved"]
         assert resolved

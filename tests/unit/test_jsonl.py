@@ -174,25 +174,25 @@ class TestFsyncPolicy:
         writer.open()
         return writer
 
-    async def test_interval_syncs_off_the_loop_at_most_every_interval(self, tmp_path):
+    def test_interval_syncs_at_most_every_interval(self, tmp_path):
         writer = self.writer(tmp_path, "interval")
-        await writer.sync_if_due(100.0)
+        writer.sync_if_due(100.0)
         assert writer.syncs == 0  # nothing written yet
         writer.write({"n": 1})
-        await writer.sync_if_due(100.0)
+        writer.sync_if_due(100.0)
         assert writer.syncs == 1
         writer.write({"n": 2})
-        await writer.sync_if_due(101.0)
+        writer.sync_if_due(101.0)
         assert writer.syncs == 1  # not due
-        await writer.sync_if_due(105.5)
+        writer.sync_if_due(105.5)
         assert writer.syncs == 2
-        await writer.sync_if_due(120.0)
+        writer.sync_if_due(120.0)
         assert writer.syncs == 2  # nothing new
         writer.write({"n": 3})
         writer.close()  # and what was written is synced at close
         assert writer.syncs == 3
 
-    async def test_always_and_never(self, tmp_path):
+    def test_always_and_never(self, tmp_path):
         always = self.writer(tmp_path / "a", "always")
         for n in range(3):
             always.write({"n": n})
@@ -200,6 +200,6 @@ class TestFsyncPolicy:
         always.close()
         never = self.writer(tmp_path / "b", "never")
         never.write({"n": 1})
-        await never.sync_if_due(1e9)
+        never.sync_if_due(1e9)
         never.close()
         assert never.syncs == 0

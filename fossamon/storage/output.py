@@ -1,0 +1,337 @@
+"""The daemon's output files, off the event loop: a bounded buffer in front of a writer thread.
+
+Collectors and the alert dispatcher hand records to `BufferedOutput.write()`, which serialises
+each one on the loop (a few microseconds; a record that cannot be serialised is refused where
+it was made) and appends the line to an in-memory buffer. A flusher task hands the buffer to
+the file's own thread as one batch: as soon as the thread is free (`flush_interval = 0`, the
+default: lines that arrive while it writes go together into the next write), or once
+`flush_interval` has passed or a batch's worth (`BATCH_BYTES`) is waiting.
+
+Everything that touches the file runs in that one thread, in the order it was asked for:
+writes, rotation, reopening after logrotate, fsync, closing. So the loop never waits for a
+disk (an `fsync = "always"` too), and no rotation or reopen lands inside a batch.
+
+The buffer is bounded (`buffer_limit` bytes, batches handed to the thread and not yet written
+included). When the disk cannot keep up (a hung network file system), lines beyond the bound
+are dropped and counted, like lines a full disk refuses, and the file counts as failing (the
+`output_write_failing` alert) until the backlog has drained below half the bound.
+
+The thread needs Python's GIL for a moment around each write, and CPython hands it over
+poorly to a waiting thread while the holder keeps releasing it for microseconds (a loop busy
+with callbacks polls its selector between them): a write can then wait until the loop has an
+idle moment. The buffer absorbs such bursts. A producer that could keep the loop saturated
+awaits `drain()`, as with asyncio streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import structlog
+
+from fossamon.storage.jsonl import JsonlWriter, dumps_line
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from fossamon.storage.rotation import RotationPolicy
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_BUFFER_LIMIT = 8 * 1024 * 1024
+BATCH_BYTES = 1024 * 1024  # with a flush_interval: write early once this much is waiting
+DRAIN_BYTES = 2 * BATCH_BYTES  # `drain()` waits while more than this is waiting
+
+T = TypeVar("T")
+
+
+def _nothing() -> None:
+    """A job for the file's thread that only marks a place in its queue."""
+
+
+class LineOutput(Protocol):
+    """What the pipeline, the dispatcher and the internal metrics need of an output file."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def lines_written(self) -> int: ...
+    @property
+    def lines_dropped(self) -> int: ...
+    @property
+    def rotations(self) -> int: ...
+    @property
+    def failing(self) -> bool: ...
+    @property
+    def last_error(self) -> str: ...
+
+    def write(self, record: dict[str, Any]) -> bool: ...
+
+
+class BufferedOutput:
+    """One output file written by its own thread; see the module docstring.
+
+    Counters are the file's (lines written, rotations) plus the lines refused before they
+    reached the thread (`lines_dropped` includes both). Outside a running event loop (a
+    one-shot command) `write` writes directly."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        policy: RotationPolicy | None = None,
+        *,
+        flush_interval: float = 0.0,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.file = JsonlWriter(path, policy, clock=clock)
+        self.set_buffering(flush_interval, buffer_limit)
+        self.batches = 0
+        self._lines: list[bytes] = []
+        self._buffered = 0  # bytes in _lines
+        self._in_flight = 0  # bytes handed to the thread and not written yet
+        self._refused = 0
+        self._overflowing = False
+        self._closed = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="fossamon-output")
+        self._flusher: asyncio.Task[None] | None = None
+        self._waiting: asyncio.Event | None = None  # lines are in the buffer
+        self._batch_full: asyncio.Event | None = None  # a batch's worth is
+        self._drain_waiters: list[asyncio.Future[None]] = []
+
+    # --- what the rest of the daemon reads ----------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    @property
+    def policy(self) -> RotationPolicy:
+        return self.file.policy
+
+    @property
+    def lines_written(self) -> int:
+        return self.file.lines_written
+
+    @property
+    def lines_dropped(self) -> int:
+        return self.file.lines_dropped + self._refused
+
+    @property
+    def rotations(self) -> int:
+        return self.file.rotations
+
+    @property
+    def archives_removed(self) -> int:
+        return self.file.archives_removed
+
+    @property
+    def lines_removed(self) -> int:
+        return self.file.lines_removed
+
+    @property
+    def failing(self) -> bool:
+        return self._overflowing or self.file.failing
+
+    @property
+    def last_error(self) -> str:
+        if self._overflowing:
+            return f"the output buffer is full ({self.buffer_limit} bytes): the disk is too slow"
+        return self.file.last_error
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes accepted and not yet written (buffered or being written)."""
+        return self._buffered + self._in_flight
+
+    # --- writing -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the file (at start, before anything is written); OSError names the path."""
+        self.file.open()
+
+    def set_sync(self, mode: str, interval: float) -> None:
+        # Read by the thread at each write; a change applies from the next one.
+        self.file.set_sync(mode, interval)
+
+    def set_buffering(self, flush_interval: float, buffer_limit: int) -> None:
+        self.flush_interval, self.buffer_limit = flush_interval, buffer_limit
+        self._batch_bytes = min(BATCH_BYTES, buffer_limit // 4)
+
+    def write(self, record: dict[str, Any]) -> bool:
+        """Accept one record; False when it is dropped (unserialisable, or no room)."""
+        try:
+            line = dumps_line(record)
+        except (TypeError, ValueError) as exc:
+            self._refused += 1  # a bug upstream: lose this line, not the daemon
+            log.error("cannot serialise a record", path=str(self.path), error=str(exc))
+            return False
+        return self._accept([line], len(line))
+
+    def write_lines(self, lines: list[bytes]) -> bool:
+        """Accept whole lines; they are written together, in order, with no other line
+        between them. False when they were dropped for want of room (or after close)."""
+        return self._accept(lines, sum(map(len, lines))) if lines else True
+
+    def _accept(self, lines: list[bytes], size: int) -> bool:
+        # The hot path of every line the daemon writes: keep it short.
+        if self._flusher is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return self.file.write_lines(lines)
+            self._start_flusher()
+        if self._closed or self._buffered + self._in_flight + size > self.buffer_limit:
+            self._refuse(lines)
+            return False
+        self._lines += lines
+        self._buffered += size
+        assert self._waiting is not None
+        self._waiting.set()
+        if self._buffered >= self._batch_bytes:
+            assert self._batch_full is not None
+            self._batch_full.set()
+        return True
+
+    async def write_through(self, record: dict[str, Any]) -> bool:
+        """Write `record` now and wait for it: True once it is in the file (a sink that must
+        know, to retry, uses this)."""
+        if not self.write(record):
+            return False
+        return await asyncio.shield(self._hand_over())
+
+    async def drain(self) -> None:
+        """Wait while more than `DRAIN_BYTES` are waiting to be written, like asyncio's
+        `StreamWriter.drain()`: a producer that can wait (a bulk export, the benchmark) lets
+        the file's thread catch up instead of filling the buffer. On a hung disk it waits
+        as long as the disk does; the daemon's pipeline does not call it."""
+        loop = asyncio.get_running_loop()
+        while self.buffered_bytes > DRAIN_BYTES and not self._closed:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    async def flush(self) -> None:
+        """Wait until every line accepted so far has been written (or dropped by the file)."""
+        await self._after_buffered(_nothing)
+
+    def _refuse(self, lines: list[bytes]) -> None:
+        self._refused += len(lines)
+        if self._closed:
+            log.error("output file already closed; line dropped", path=str(self.path))
+        elif not self._overflowing:
+            self._overflowing = True
+            log.error(
+                "output buffer full: the disk is not keeping up; lines are dropped and counted",
+                path=str(self.path),
+                buffer_limit=self.buffer_limit,
+            )
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None:
+            self._waiting, self._batch_full = asyncio.Event(), asyncio.Event()
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_forever(), name=f"flush {self.path.name}"
+            )
+
+    async def _flush_forever(self) -> None:
+        assert self._waiting is not None
+        assert self._batch_full is not None
+        while True:
+            await self._waiting.wait()
+            if self.flush_interval > 0 and not self._batch_full.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), self.flush_interval)
+            # Shielded: stopping the flusher must not cancel a batch the thread holds.
+            await asyncio.shield(self._hand_over())
+
+    def _hand_over(self) -> asyncio.Future[bool]:
+        """Give the buffered lines to the thread as one batch (behind whatever it was already
+        asked to do); the future says whether they reached the file."""
+        assert self._waiting is not None
+        assert self._batch_full is not None
+        lines, size = self._lines, self._buffered
+        self._lines, self._buffered = [], 0
+        self._waiting.clear()
+        self._batch_full.clear()
+        self._in_flight += size
+        future = self._in_thread(self.file.write_lines, lines)
+        future.add_done_callback(lambda _: self._landed(size))
+        self.batches += 1
+        return future
+
+    def _landed(self, size: int) -> None:
+        self._in_flight -= size
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._overflowing and self.buffered_bytes <= self.buffer_limit // 2:
+            self._overflowing = False
+            log.info(
+                "output buffer has room again", path=str(self.path), dropped=self.lines_dropped
+            )
+
+    def _in_thread(self, job: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, job, *args)
+
+    async def _after_buffered(self, job: Callable[..., T], *args: Any) -> T:
+        """Run `job` in the file's thread once every line accepted so far is written."""
+        if self._lines:
+            self._hand_over()
+        return await self._in_thread(job, *args)
+
+    # --- what happens to the file ----------------------------------------------------------
+
+    async def maybe_rotate(self, now: float) -> bool:
+        """Rotation on schedule, or following a file logrotate moved (the daemon's 1 s tick).
+        Lines still buffered go to whichever file is current when they are written."""
+        return await self._in_thread(self.file.maybe_rotate, now)
+
+    async def sync_if_due(self, now: float) -> None:
+        if self.file.sync_mode == "interval":  # the other modes never need the hop
+            await self._in_thread(self.file.sync_if_due, now)
+
+    async def reopen(self) -> None:
+        """SIGUSR1: continue in a new file at the path; OSError when it cannot be opened (the
+        old descriptor is kept). Lines accepted before go to the old file."""
+        await self._after_buffered(self.file.open)
+
+    async def retarget(self, path: str | os.PathLike[str]) -> None:
+        """A reload moved the file; lines accepted before go to the old path."""
+        await self._after_buffered(self.file.retarget, path)
+
+    async def set_policy(self, policy: RotationPolicy) -> None:
+        await self._in_thread(self.file.set_policy, policy)
+
+    async def close(self, grace: float) -> int:
+        """Write every buffered line, then close the file; waits at most `grace` s (a hung
+        disk must not hold the stop forever). Returns how many bytes were left unwritten."""
+        self._closed = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        closing = self._after_buffered(self.file.close)
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), grace)
+        except TimeoutError:
+            left = self.buffered_bytes
+            log.error(
+                "output file not flushed in time; buffered lines are lost",
+                path=str(self.path),
+                bytes_unwritten=left,
+            )
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            return left
+        self._executor.shutdown(wait=False)
+        return 0
+
+    def wait_archiving(self, timeout: float) -> int:
+        return self.file.wait_archiving(timeout)

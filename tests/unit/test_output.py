@@ -1,0 +1,249 @@
+"""BufferedOutput: the loop hands lines over, the file's own thread writes them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from fossamon.config import parse_config
+from fossamon.errors import ConfigError
+from fossamon.storage.jsonl import JsonlWriter
+from fossamon.storage.output import BufferedOutput
+
+MIB = 1024 * 1024
+
+
+def read_numbers(path):
+    return [json.loads(line)["n"] for line in path.read_text().splitlines()]
+
+
+class GatedWrites:
+    """Holds the file's thread inside write_lines until released: a disk that hangs."""
+
+    def __init__(self, writer: JsonlWriter) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self._write_lines = writer.write_lines
+        writer.write_lines = self.write_lines  # type: ignore[method-assign]
+
+    def write_lines(self, lines):
+        self.entered.set()
+        assert self.gate.wait(30), "the test never released the gate"
+        return self._write_lines(lines)
+
+
+async def wait_until(predicate, what, limit=10.0):
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+class TestBatching:
+    async def test_every_line_arrives_in_order_in_fewer_writes(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.open()
+        for n in range(20_000):
+            assert out.write({"n": n})
+            if n % 1000 == 0:
+                await asyncio.sleep(0)  # let the flusher run now and then, as batches would
+        await out.close(10)
+        assert read_numbers(tmp_path / "m.jsonl") == list(range(20_000))
+        assert out.lines_written == 20_000
+        assert out.lines_dropped == 0
+        assert 1 <= out.batches < 200  # lines that arrived during a write went together
+
+    async def test_writes_happen_in_the_files_thread_fsync_too(self, tmp_path, monkeypatch):
+        threads: set[str] = set()
+        real_write, real_fsync = os.write, os.fsync
+
+        def spy_write(fd, data):
+            threads.add(threading.current_thread().name)
+            return real_write(fd, data)
+
+        def spy_fsync(fd):
+            threads.add(threading.current_thread().name)
+            return real_fsync(fd)
+
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.set_sync("always", 5.0)
+        out.open()
+        monkeypatch.setattr(os, "write", spy_write)
+        monkeypatch.setattr(os, "fsync", spy_fsync)
+        out.write({"n": 1})
+        await out.flush()
+        monkeypatch.undo()
+        await out.close(5)
+        assert out.file.syncs >= 1
+        assert threads
+        assert all(name.startswith("fossamon-output") for name in threads), threads
+
+    async def test_a_hung_disk_does_not_hold_the_loop(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.open()
+        gated = GatedWrites(out.file)
+        out.write({"n": 0})
+        await asyncio.to_thread(gated.entered.wait, 5)
+        # The thread is stuck in the "disk"; the loop goes on accepting lines, quickly.
+        began = time.perf_counter()
+        for n in range(1, 1001):
+            assert out.write({"n": n})
+        accepted = time.perf_counter() - began
+        lag_began = time.monotonic()
+        await asyncio.sleep(0.05)
+        lag = time.monotonic() - lag_began - 0.05
+        assert accepted < 0.5
+        assert lag < 0.2
+        assert out.lines_written == 0
+        gated.gate.set()
+        await out.close(10)
+        assert read_numbers(tmp_path / "m.jsonl") == list(range(1001))
+
+    async def test_flush_interval_collects_lines_then_writes_them_together(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl", flush_interval=0.3)
+        out.open()
+        began = time.monotonic()
+        for n in range(5):
+            out.write({"n": n})
+            await asyncio.sleep(0.01)
+        assert out.lines_written == 0  # held for the interval
+        await wait_until(lambda: out.lines_written == 5, "the interval's batch")
+        assert time.monotonic() - began >= 0.25
+        assert out.batches == 1
+        await out.close(5)
+
+    async def test_a_full_batch_does_not_wait_for_the_interval(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl", flush_interval=60.0)
+        out.open()
+        big = "x" * 1000
+        for n in range(1200):  # about 1.2 MB: more than one batch's worth
+            out.write({"n": n, "pad": big})
+        await wait_until(lambda: out.lines_written == 1200, "an early batch", limit=5.0)
+        await out.close(5)
+
+
+class TestBounds:
+    async def test_lines_beyond_the_bound_are_dropped_counted_and_alerted_then_it_recovers(
+        self, tmp_path
+    ):
+        out = BufferedOutput(tmp_path / "m.jsonl", buffer_limit=MIB)
+        out.open()
+        gated = GatedWrites(out.file)
+        pad = "y" * 1000
+        out.write({"n": 0, "pad": pad})
+        await asyncio.to_thread(gated.entered.wait, 5)
+        accepted = 1
+        for n in range(1, 3000):  # ~3 MB against a 1 MiB bound
+            accepted += out.write({"n": n, "pad": pad})
+        assert 900 < accepted < 1100
+        assert out.lines_dropped == 3000 - accepted
+        assert out.failing
+        assert "buffer is full" in out.last_error
+        gated.gate.set()
+        await wait_until(lambda: not out.failing, "the backlog to drain")
+        assert out.write({"n": 3000, "pad": pad})
+        await out.close(10)
+        found = read_numbers(tmp_path / "m.jsonl")
+        assert len(found) == accepted + 1 == out.lines_written
+        assert out.lines_written + out.lines_dropped == 3001
+        assert found == sorted(found)  # the kept lines, in order, none torn
+
+    async def test_close_writes_every_buffered_line(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl", flush_interval=60.0)
+        out.open()
+        for n in range(5000):
+            out.write({"n": n})
+        assert await out.close(10) == 0
+        assert read_numbers(tmp_path / "m.jsonl") == list(range(5000))
+        assert not out.write({"n": 5000})  # after close: refused and counted, not lost unseen
+        assert out.lines_dropped == 1
+
+    async def test_close_on_a_hung_disk_is_bounded_and_says_what_was_lost(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.open()
+        gated = GatedWrites(out.file)
+        out.write({"n": 0})
+        await asyncio.to_thread(gated.entered.wait, 5)
+        out.write({"n": 1})
+        began = time.monotonic()
+        left = await out.close(0.3)
+        assert time.monotonic() - began < 2
+        assert left > 0
+        gated.gate.set()  # let the thread end
+
+    async def test_an_unserialisable_record_is_refused_alone(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.open()
+        assert out.write({"n": 1})
+        assert not out.write({"n": object()})
+        assert out.write({"n": 2})
+        await out.close(5)
+        assert read_numbers(tmp_path / "m.jsonl") == [1, 2]
+        assert out.lines_dropped == 1
+
+
+class TestOrderWithFileOperations:
+    async def test_lines_before_a_retarget_stay_in_the_old_file(self, tmp_path):
+        out = BufferedOutput(tmp_path / "old.jsonl", flush_interval=60.0)
+        out.open()
+        out.write({"n": 1})
+        await out.retarget(tmp_path / "new.jsonl")
+        out.write({"n": 2})
+        await out.close(5)
+        assert read_numbers(tmp_path / "old.jsonl") == [1]
+        assert read_numbers(tmp_path / "new.jsonl") == [2]
+
+    async def test_reopen_after_a_move_continues_at_the_path(self, tmp_path):
+        path = tmp_path / "m.jsonl"
+        out = BufferedOutput(path)
+        out.open()
+        out.write({"n": 1})
+        await out.flush()
+        path.rename(tmp_path / "m.jsonl.1")
+        out.write({"n": 2})  # may land in the moved file: it was accepted before the reopen
+        await out.reopen()
+        out.write({"n": 3})
+        await out.close(5)
+        moved, fresh = read_numbers(tmp_path / "m.jsonl.1"), read_numbers(path)
+        assert moved[:2] == [1, 2]
+        assert fresh == [3]
+
+    async def test_write_through_says_whether_the_line_reached_the_file(self, tmp_path):
+        (tmp_path / "not-a-dir").write_text("")
+        good = BufferedOutput(tmp_path / "ok.jsonl")
+        bad = BufferedOutput(tmp_path / "not-a-dir" / "x.jsonl")
+        assert await good.write_through({"n": 1})
+        assert not await bad.write_through({"n": 1})
+        assert bad.failing
+        assert bad.lines_dropped == 1
+        await good.close(5)
+        await bad.close(5)
+        assert read_numbers(tmp_path / "ok.jsonl") == [1]
+
+
+def test_outside_an_event_loop_it_writes_directly(tmp_path):
+    out = BufferedOutput(tmp_path / "m.jsonl")
+    assert out.write({"n": 1})
+    assert read_numbers(tmp_path / "m.jsonl") == [1]
+    out.file.close()
+
+
+@pytest.mark.parametrize("bad", ['"512KiB"', '"0"', "-1"])
+def test_buffer_limit_below_a_mebibyte_is_refused_and_named(bad):
+    text = f'[output.metrics]\npath = "/tmp/m.jsonl"\nbuffer_limit = {bad}\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.toml", env={})
+    assert any("output.metrics.buffer_limit" in str(p) for p in caught.value.problems)
+
+
+def test_buffering_keys_parse():
+    text = '[output.alerts]\npath = "/tmp/a.jsonl"\nflush_interval = "2s"\nbuffer_limit = "16MiB"\n'
+    alerts = parse_config(text, "test.toml", env={}).output.alerts
+    assert (alerts.flush_interval, alerts.buffer_limit) == (2.0, 16 * MIB)
+    metrics = parse_config("", "test.toml", env={}).output.metrics
+    assert (metrics.flush_interval, metrics.buffer_limit) == (0.0, 8 * MIB)
