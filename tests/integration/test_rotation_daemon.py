@@ -3,6 +3,7 @@ as removed by retention) after SIGTERM; none torn, none twice."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import re
@@ -10,6 +11,7 @@ import re
 import pytest
 from daemon_harness import daemon_config, start_daemon
 
+from fossamon.control import STATE_FILE
 from fossamon.demo.target import DemoTarget
 from fossamon.storage.rotation import list_archives
 
@@ -66,3 +68,28 @@ class TestBuiltinRotation:
             f"archived={len(archived)} removed={counters['lines_removed']} "
             f"archives={len(archives)} rotations={counters['rotations']}"
         )
+
+
+class TestStopFlushes:
+    async def test_sigterm_writes_every_buffered_line(self, tmp_path, target, small_demo_db):
+        """With a long flush_interval nothing reaches the file while the daemon runs; SIGTERM
+        must write every line it holds, whole, before the exit."""
+        config = daemon_config(tmp_path, target.url, small_demo_db, system_interval="100ms")
+        metrics_path = f'path = "{tmp_path}/out/metrics.jsonl"\n'
+        hold = 'flush_interval = "1h"\nbuffer_limit = "64MiB"\n'
+        config.write_text(config.read_text().replace(metrics_path, metrics_path + hold))
+        daemon = await start_daemon(config, tmp_path)
+        out = tmp_path / "out" / "metrics.jsonl"
+        await daemon.wait_for((tmp_path / "run" / STATE_FILE).exists, what="the daemon started")
+        await asyncio.sleep(2.0)
+        assert out.stat().st_size == 0  # all of it is still in the buffer
+        rc, _ = await daemon.stop()
+        stderr = daemon.stderr.decode()
+        assert rc == 0, stderr[-2000:]
+        counters = closed_counters(stderr, "metrics")
+        records = [json.loads(line) for line in out.read_bytes().splitlines()]
+        assert len(records) == counters["lines_written"] >= 20  # 2 s of 100 ms system runs
+        stopped = next(x for x in stderr.splitlines() if " stopped " in x or "event=stopped" in x)
+        assert "lines_dropped=0" in stopped
+        assert {r["collector"] for r in records} >= {"system", "api", "db"}
+        print(f"buffered at SIGTERM and written on the way out: {len(records)} lines")
