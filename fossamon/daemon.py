@@ -127,7 +127,7 @@ class Daemon:
             self.alerts_out.open()
         except OSError as exc:
             log.error("cannot start: an output file cannot be opened", error=str(exc))
-            await self._close_outputs()
+            await self._close_outputs(time.monotonic() + CLOSE_WAIT)
             return EX_CANTCREAT
         store_path = str(Path(self.config.daemon.state_dir) / STATE_FILE)
         try:
@@ -136,7 +136,7 @@ class Daemon:
             log.error(
                 "cannot start: the state store cannot be opened", path=store_path, error=str(exc)
             )
-            await self._close_outputs()
+            await self._close_outputs(time.monotonic() + CLOSE_WAIT)
             return EX_CANTCREAT
         try:
             try:
@@ -183,24 +183,30 @@ class Daemon:
                 await asyncio.wait([task], timeout=grace)
         cancelled = await self.scheduler.stop(grace)
         await self.alerts.stop(grace)
-        await self._close_outputs()
+        # One bound for writing out, closing and archiving: the stop as a whole must stay
+        # within TimeoutStopSec (runs' grace + sinks' grace + this + the exit).
+        deadline = time.monotonic() + CLOSE_WAIT
+        await self._close_outputs(deadline)
         lines = self.metrics_out.lines_written + self.alerts_out.lines_written
         dropped = self.metrics_out.lines_dropped + self.alerts_out.lines_dropped
-        await self._finish_archiving()
+        await self._finish_archiving(deadline)
         remove_state(self.runtime_dir, os.getpid())
         self.notifier.close()
         log.info("stopped", cancelled_runs=cancelled, lines_written=lines, lines_dropped=dropped)
 
-    async def _close_outputs(self) -> None:
-        """Every buffered line is written before the files close; a disk that hangs gets a
-        bounded wait (one for both files), so the stop stays bounded."""
-        deadline = time.monotonic() + CLOSE_WAIT
-        for writer in (self.metrics_out, self.alerts_out):
-            await writer.close(max(0.0, deadline - time.monotonic()))
+    async def _close_outputs(self, deadline: float) -> None:
+        """Every buffered line is written before the files close. Both close side by side,
+        each waiting up to `deadline` (monotonic) for its disk: one hung disk costs the
+        other file nothing, and the stop stays bounded."""
+        await asyncio.gather(
+            *(
+                writer.close(max(0.0, deadline - time.monotonic()))
+                for writer in (self.metrics_out, self.alerts_out)
+            )
+        )
 
-    async def _finish_archiving(self) -> None:
+    async def _finish_archiving(self, deadline: float) -> None:
         """Compressions in flight get a bounded wait; what is left is finished at next start."""
-        deadline = time.monotonic() + CLOSE_WAIT  # one bound for both files
         for name, writer in (("metrics", self.metrics_out), ("alerts", self.alerts_out)):
             left = max(0.0, deadline - time.monotonic())
             unfinished = await asyncio.to_thread(writer.wait_archiving, left)
@@ -222,11 +228,6 @@ class Daemon:
         ):
             writer.set_sync(output.fsync, output.fsync_interval)
             writer.set_buffering(output.flush_interval, output.buffer_limit)
-
-    async def _maybe_rotate_outputs(self) -> None:
-        now = time.time()
-        for writer in (self.metrics_out, self.alerts_out):
-            await writer.maybe_rotate(now)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -278,12 +279,11 @@ class Daemon:
         while not self._stop.is_set():
             await asyncio.sleep(ALERT_TICK)
             try:
-                # time-based rotation is due on schedule, written to or not
-                await self._maybe_rotate_outputs()
                 outputs = {"metrics": self.metrics_out, "alerts": self.alerts_out}
-                await self.alerts.watch_outputs(outputs, time.time())
                 for writer in outputs.values():
-                    await writer.sync_if_due(time.time())
+                    # rotation on schedule, written to or not; fsync when due; never waits
+                    writer.housekeep(time.time())
+                await self.alerts.watch_outputs(outputs, time.time())
                 await self.pipeline.tick(time.time())
                 if time.monotonic() - reported >= REPORT_EVERY:
                     reported = time.monotonic()
@@ -474,16 +474,21 @@ class Daemon:
 
     async def _retarget_outputs(self, new: Config) -> None:
         old_metrics, old_alerts = str(self.metrics_out.path), str(self.alerts_out.path)
+        old_policy = self.metrics_out.policy
+        metrics_policy, alerts_policy = (
+            policy_from(new.output.metrics),
+            policy_from(new.output.alerts),
+        )
         if old_metrics != new.output.metrics.path:
-            await self.metrics_out.retarget(new.output.metrics.path)
+            await self.metrics_out.retarget(new.output.metrics.path, metrics_policy)
         if old_alerts != new.output.alerts.path:
             try:
-                await self.alerts_out.retarget(new.output.alerts.path)
+                await self.alerts_out.retarget(new.output.alerts.path, alerts_policy)
             except Exception:
-                await self.metrics_out.retarget(old_metrics)  # all or nothing
+                await self.metrics_out.retarget(old_metrics, old_policy)  # all or nothing
                 raise
-        await self.metrics_out.set_policy(policy_from(new.output.metrics))
-        await self.alerts_out.set_policy(policy_from(new.output.alerts))
+        await self.metrics_out.set_policy(metrics_policy)
+        await self.alerts_out.set_policy(alerts_policy)
         self._apply_writing(new)
 
     async def _swap_collectors(

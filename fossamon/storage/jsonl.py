@@ -159,10 +159,11 @@ class JsonlWriter:
         """Open (or reopen) the file at `self.path`; raises OSError naming the path."""
         self._switch(self.path)
 
-    def retarget(self, path: str | os.PathLike[str]) -> None:
-        """Continue in another file. The new one is opened (and repaired) first: if that
-        fails (OSError), this writer still writes where it did."""
-        self._switch(Path(path))
+    def retarget(self, path: str | os.PathLike[str], policy: RotationPolicy | None = None) -> None:
+        """Continue in another file (under `policy`, when a reload changed that too: the new
+        path's leftovers are finished and pruned by the new rules, not the old). The new one
+        is opened (and repaired) first: if that fails (OSError), nothing changes."""
+        self._switch(Path(path), policy)
 
     def set_policy(self, policy: RotationPolicy) -> None:
         """A reload changed how this file rotates: the new limits count from now."""
@@ -174,7 +175,7 @@ class JsonlWriter:
         if policy.mode == "builtin":
             self._archiver.recover(policy, self._clock())
 
-    def _switch(self, path: Path) -> None:
+    def _switch(self, path: Path, policy: RotationPolicy | None = None) -> None:
         fd = _open_append(path)
         try:
             repaired = _terminate_partial_line(fd, path)
@@ -186,6 +187,8 @@ class JsonlWriter:
         if path != self.path:
             self._archiver = archiver_for(path)
             self._last_archive = None
+        if policy is not None:
+            self.policy = policy
         self.path, self.fd = path, fd
         self.repaired_lines += repaired
         self._size, self._identity = info.st_size, (info.st_dev, info.st_ino)
@@ -286,7 +289,8 @@ class JsonlWriter:
             # the archive's last lines are as durable as the live file's (rotation is rare)
             with contextlib.suppress(OSError):
                 os.fsync(old)
-        os.close(old)
+        with contextlib.suppress(OSError):  # EIO at close (NFS): the lines were written
+            os.close(old)
         self._size, self._identity = 0, (info.st_dev, info.st_ino)
         self._last_archive = key
         self.rotations += 1
@@ -336,7 +340,10 @@ class JsonlWriter:
         if not lines:
             return True
         data = b"".join(lines)
-        self._before_write(len(data))
+        try:
+            self._before_write(len(data))
+        except Exception:  # rotation must never cost the lines themselves
+            log.exception("output file rotation failed; writing on", path=str(self.path))
         try:
             self._append(data)
         except OSError as exc:

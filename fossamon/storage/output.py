@@ -8,8 +8,12 @@ default: lines that arrive while it writes go together into the next write), or 
 `flush_interval` has passed or a batch's worth (`BATCH_BYTES`) is waiting.
 
 Everything that touches the file runs in that one thread, in the order it was asked for:
-writes, rotation, reopening after logrotate, fsync, closing. So the loop never waits for a
-disk (an `fsync = "always"` too), and no rotation or reopen lands inside a batch.
+writes, rotation, reopening after logrotate, fsync, closing. So no rotation or reopen lands
+inside a batch, and the loop never waits for a disk (an `fsync = "always"` neither): the 1 s
+housekeeping is handed over without waiting, a reload's file operations wait at most
+`FILE_OP_WAIT`, the stop at most its grace. A batch the disk has not finished for
+`STALL_AFTER` makes the file `failing`, so a hung disk raises the alert before the buffer
+fills.
 
 The buffer is bounded (`buffer_limit` bytes, batches handed to the thread and not yet written
 included). When the disk cannot keep up (a hung network file system), lines beyond the bound
@@ -27,7 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -47,6 +54,10 @@ log = structlog.get_logger(__name__)
 DEFAULT_BUFFER_LIMIT = 8 * 1024 * 1024
 BATCH_BYTES = 1024 * 1024  # with a flush_interval: write early once this much is waiting
 DRAIN_BYTES = 2 * BATCH_BYTES  # `drain()` waits while more than this is waiting
+# A batch that has waited this long for the disk makes the file "failing" (the alert), long
+# before a hung disk fills the buffer.
+STALL_AFTER = 10.0
+FILE_OP_WAIT = 5.0  # what a reload or SIGUSR1 waits for an operation on the file
 
 T = TypeVar("T")
 
@@ -91,19 +102,25 @@ class BufferedOutput:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.file = JsonlWriter(path, policy, clock=clock)
-        self.set_buffering(flush_interval, buffer_limit)
         self.batches = 0
         self._lines: list[bytes] = []
         self._buffered = 0  # bytes in _lines
         self._in_flight = 0  # bytes handed to the thread and not written yet
-        self._refused = 0
+        self._refused = 0  # lines refused on the loop (no room, unserialisable, closed)
+        self._lost = 0  # lines handed to the thread that did not get written, uncounted there
+        self._in_flight_lines = 0
+        self._handed: deque[float] = deque()  # when each batch in flight was handed over
         self._overflowing = False
         self._closed = False
+        self._refused_after_close = False
+        self._abandoned = False
+        self._housekeeping: asyncio.Future[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="fossamon-output")
         self._flusher: asyncio.Task[None] | None = None
         self._waiting: asyncio.Event | None = None  # lines are in the buffer
         self._batch_full: asyncio.Event | None = None  # a batch's worth is
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self.set_buffering(flush_interval, buffer_limit)
 
     # --- what the rest of the daemon reads ----------------------------------------------
 
@@ -121,7 +138,7 @@ class BufferedOutput:
 
     @property
     def lines_dropped(self) -> int:
-        return self.file.lines_dropped + self._refused
+        return self.file.lines_dropped + self._refused + self._lost
 
     @property
     def rotations(self) -> int:
@@ -137,13 +154,20 @@ class BufferedOutput:
 
     @property
     def failing(self) -> bool:
-        return self._overflowing or self.file.failing
+        """Lines are being lost now, or the disk has not answered for `STALL_AFTER`."""
+        return self._overflowing or self.file.failing or self.stalled_for() >= STALL_AFTER
 
     @property
     def last_error(self) -> str:
+        if (stalled := self.stalled_for()) >= STALL_AFTER:
+            return f"the disk has not finished a write for {stalled:.0f} s"
         if self._overflowing:
             return f"the output buffer is full ({self.buffer_limit} bytes): the disk is too slow"
         return self.file.last_error
+
+    def stalled_for(self) -> float:
+        """How long the oldest batch handed to the thread has been waiting for the disk."""
+        return time.monotonic() - self._handed[0] if self._handed else 0.0
 
     @property
     def buffered_bytes(self) -> int:
@@ -163,6 +187,9 @@ class BufferedOutput:
     def set_buffering(self, flush_interval: float, buffer_limit: int) -> None:
         self.flush_interval, self.buffer_limit = flush_interval, buffer_limit
         self._batch_bytes = min(BATCH_BYTES, buffer_limit // 4)
+        self._drain_bytes = min(DRAIN_BYTES, buffer_limit // 2)
+        if self._batch_full is not None and self._lines:
+            self._batch_full.set()  # a shorter interval applies now, not after the old one
 
     def write(self, record: dict[str, Any]) -> bool:
         """Accept one record; False when it is dropped (unserialisable, or no room)."""
@@ -181,13 +208,18 @@ class BufferedOutput:
 
     def _accept(self, lines: list[bytes], size: int) -> bool:
         # The hot path of every line the daemon writes: keep it short.
+        if self._closed:
+            self._refuse(lines)
+            return False
         if self._flusher is None:
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
                 return self.file.write_lines(lines)
             self._start_flusher()
-        if self._closed or self._buffered + self._in_flight + size > self.buffer_limit:
+        pending = self._buffered + self._in_flight
+        # One record larger than the whole bound is still taken when nothing else waits.
+        if pending and pending + size > self.buffer_limit:
             self._refuse(lines)
             return False
         self._lines += lines
@@ -207,12 +239,14 @@ class BufferedOutput:
         return await asyncio.shield(self._hand_over())
 
     async def drain(self) -> None:
-        """Wait while more than `DRAIN_BYTES` are waiting to be written, like asyncio's
-        `StreamWriter.drain()`: a producer that can wait (a bulk export, the benchmark) lets
-        the file's thread catch up instead of filling the buffer. On a hung disk it waits
-        as long as the disk does; the daemon's pipeline does not call it."""
+        """Wait while more than `DRAIN_BYTES` (at most half the bound) wait to be written,
+        like asyncio's `StreamWriter.drain()`: a producer that can wait (a bulk export, the
+        benchmark) lets the file's thread catch up instead of filling the buffer. On a hung
+        disk it waits as long as the disk does; the daemon's pipeline does not call it."""
         loop = asyncio.get_running_loop()
-        while self.buffered_bytes > DRAIN_BYTES and not self._closed:
+        while self.buffered_bytes > self._drain_bytes and not self._closed:
+            if not self._handed and self._lines:
+                self._hand_over()  # nothing in flight would ever wake us
             waiter: asyncio.Future[None] = loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
@@ -224,7 +258,9 @@ class BufferedOutput:
     def _refuse(self, lines: list[bytes]) -> None:
         self._refused += len(lines)
         if self._closed:
-            log.error("output file already closed; line dropped", path=str(self.path))
+            if not self._refused_after_close:
+                self._refused_after_close = True
+                log.error("output file already closed; lines dropped", path=str(self.path))
         elif not self._overflowing:
             self._overflowing = True
             log.error(
@@ -234,11 +270,10 @@ class BufferedOutput:
             )
 
     def _start_flusher(self) -> None:
-        if self._flusher is None:
-            self._waiting, self._batch_full = asyncio.Event(), asyncio.Event()
-            self._flusher = asyncio.get_running_loop().create_task(
-                self._flush_forever(), name=f"flush {self.path.name}"
-            )
+        self._waiting, self._batch_full = asyncio.Event(), asyncio.Event()
+        self._flusher = asyncio.get_running_loop().create_task(
+            self._flush_forever(), name=f"flush {self.path.name}"
+        )
 
     async def _flush_forever(self) -> None:
         assert self._waiting is not None
@@ -248,6 +283,9 @@ class BufferedOutput:
             if self.flush_interval > 0 and not self._batch_full.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._batch_full.wait(), self.flush_interval)
+            if not self._lines:  # a write_through or a file operation took them already
+                self._waiting.clear()
+                continue
             # Shielded: stopping the flusher must not cancel a batch the thread holds.
             await asyncio.shield(self._hand_over())
 
@@ -261,13 +299,29 @@ class BufferedOutput:
         self._waiting.clear()
         self._batch_full.clear()
         self._in_flight += size
-        future = self._in_thread(self.file.write_lines, lines)
-        future.add_done_callback(lambda _: self._landed(size))
+        self._in_flight_lines += len(lines)
+        self._handed.append(time.monotonic())
+        future = self._in_thread(self._write_batch, lines)
+        future.add_done_callback(lambda _: self._landed(size, len(lines)))
         self.batches += 1
         return future
 
-    def _landed(self, size: int) -> None:
+    def _write_batch(self, lines: list[bytes]) -> bool:
+        """In the thread. Whatever goes wrong, the batch is accounted for and the thread goes
+        on with the next one (a write's OSError is the file's own, counted there)."""
+        try:
+            return self.file.write_lines(lines)
+        except Exception:
+            self._lost += len(lines)
+            log.exception("writing output file failed", path=str(self.path))
+            return False
+
+    def _landed(self, size: int, lines: int) -> None:
+        if self._abandoned:
+            return  # counted as lost at the stop
         self._in_flight -= size
+        self._in_flight_lines -= lines
+        self._handed.popleft()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -281,55 +335,88 @@ class BufferedOutput:
     def _in_thread(self, job: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._executor, job, *args)
 
-    async def _after_buffered(self, job: Callable[..., T], *args: Any) -> T:
+    def _after_buffered(self, job: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run `job` in the file's thread once every line accepted so far is written."""
         if self._lines:
             self._hand_over()
-        return await self._in_thread(job, *args)
+        return self._in_thread(job, *args)
+
+    async def _answer(self, what: str, job: Callable[..., None], *args: Any) -> None:
+        """Run a file operation a reload or a signal waits for, after the buffered lines,
+        for at most FILE_OP_WAIT: a hung disk must not hold a reload forever. If it times
+        out, the operation is called off (unless the thread has begun it already)."""
+        called_off = threading.Event()
+
+        def unless_called_off() -> None:
+            if not called_off.is_set():
+                job(*args)
+
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self._after_buffered(unless_called_off)), FILE_OP_WAIT
+            )
+        except TimeoutError:
+            called_off.set()
+            raise OSError(
+                errno.ETIMEDOUT,
+                f"{what} {self.path}: the disk did not answer within {FILE_OP_WAIT:.0f} s",
+            ) from None
 
     # --- what happens to the file ----------------------------------------------------------
 
-    async def maybe_rotate(self, now: float) -> bool:
-        """Rotation on schedule, or following a file logrotate moved (the daemon's 1 s tick).
-        Lines still buffered go to whichever file is current when they are written."""
-        return await self._in_thread(self.file.maybe_rotate, now)
+    def housekeep(self, now: float) -> None:
+        """The daemon's 1 s tick: rotation on schedule, following a file logrotate moved,
+        fsync when due. Never waits: while the thread is busy (or hung) it is skipped, and
+        the tick goes on judging alerts."""
+        if self._housekeeping is not None and not self._housekeeping.done():
+            return
+        self._housekeeping = self._in_thread(self._housekeep_in_thread, now)
 
-    async def sync_if_due(self, now: float) -> None:
-        if self.file.sync_mode == "interval":  # the other modes never need the hop
-            await self._in_thread(self.file.sync_if_due, now)
+    def _housekeep_in_thread(self, now: float) -> None:
+        try:
+            self.file.maybe_rotate(now)
+            self.file.sync_if_due(now)
+        except Exception:
+            log.exception("output file housekeeping failed", path=str(self.path))
 
     async def reopen(self) -> None:
         """SIGUSR1: continue in a new file at the path; OSError when it cannot be opened (the
         old descriptor is kept). Lines accepted before go to the old file."""
-        await self._after_buffered(self.file.open)
+        await self._answer("reopening", self.file.open)
 
-    async def retarget(self, path: str | os.PathLike[str]) -> None:
-        """A reload moved the file; lines accepted before go to the old path."""
-        await self._after_buffered(self.file.retarget, path)
+    async def retarget(self, path: str | os.PathLike[str], policy: RotationPolicy) -> None:
+        """A reload moved the file (and maybe changed its rotation); lines accepted before
+        go to the old path. OSError when the new one cannot be opened: nothing changed."""
+        await self._answer("opening", self.file.retarget, path, policy)
 
     async def set_policy(self, policy: RotationPolicy) -> None:
-        await self._in_thread(self.file.set_policy, policy)
+        if policy != self.file.policy:  # read on the loop: an unchanged policy needs no hop
+            await self._answer("applying the rotation policy of", self.file.set_policy, policy)
 
     async def close(self, grace: float) -> int:
         """Write every buffered line, then close the file; waits at most `grace` s (a hung
-        disk must not hold the stop forever). Returns how many bytes were left unwritten."""
+        disk must not hold the stop forever). Returns how many lines were lost to the wait;
+        they are counted as dropped."""
         self._closed = True
         if self._flusher is not None:
             self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._flusher
         closing = self._after_buffered(self.file.close)
         try:
             await asyncio.wait_for(asyncio.shield(closing), grace)
         except TimeoutError:
-            left = self.buffered_bytes
+            self._abandoned = True
+            left, self._lost = self._in_flight_lines, self._lost + self._in_flight_lines
             log.error(
-                "output file not flushed in time; buffered lines are lost",
+                "output file not flushed in time; lines still waiting for the disk are lost",
                 path=str(self.path),
-                bytes_unwritten=left,
+                lines_lost=left,
             )
             self._executor.shutdown(wait=False, cancel_futures=True)
             return left
+        except Exception:
+            log.exception("closing output file failed", path=str(self.path))
         self._executor.shutdown(wait=False)
         return 0
 

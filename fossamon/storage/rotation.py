@@ -1,6 +1,6 @@
 """Built-in rotation of the JSONL output files: archive names, gzip off the event loop, retention.
 
-A rotated file is renamed (on the event loop: one `rename()`, no data copied) to
+A rotated file is renamed (in the file's writer thread: one `rename()`, no data copied) to
 `<stem>-<UTC time of the rotation>[-n]<suffix>` next to the live file, e.g.
 `performance-metrics-20261126T000000Z.jsonl`; `-1`, `-2` … when several rotations share a
 second. Compression and pruning run in one worker thread per file, one job after the other,
@@ -116,7 +116,10 @@ def list_archives(path: Path) -> list[Archive]:
     found: dict[ArchiveKey, Archive] = {}
     try:
         names = [entry.name for entry in path.parent.iterdir()]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:  # an unreadable folder: no archives we can see or manage
+        log.warning("cannot list archives", folder=str(path.parent), error=str(exc))
         return []
     for name in names:
         match = pattern.fullmatch(name)
@@ -224,7 +227,11 @@ class Archiver:
 
     def _submit(self, job: object, *args: object) -> None:
         assert callable(job)
-        future: Future[None] = self._executor.submit(self._guarded, job, *args)
+        try:
+            future: Future[None] = self._executor.submit(self._guarded, job, *args)
+        except RuntimeError:  # abandoned at a stop: the next start finishes the leftovers
+            log.info("archiving after the stop is left to the next start", path=str(self.path))
+            return
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._done)

@@ -12,8 +12,10 @@ import pytest
 
 from fossamon.config import parse_config
 from fossamon.errors import ConfigError
+from fossamon.storage import output
 from fossamon.storage.jsonl import JsonlWriter
 from fossamon.storage.output import BufferedOutput
+from fossamon.storage.rotation import RotationPolicy
 
 MIB = 1024 * 1024
 
@@ -192,7 +194,7 @@ class TestOrderWithFileOperations:
         out = BufferedOutput(tmp_path / "old.jsonl", flush_interval=60.0)
         out.open()
         out.write({"n": 1})
-        await out.retarget(tmp_path / "new.jsonl")
+        await out.retarget(tmp_path / "new.jsonl", out.policy)
         out.write({"n": 2})
         await out.close(5)
         assert read_numbers(tmp_path / "old.jsonl") == [1]
@@ -224,6 +226,108 @@ class TestOrderWithFileOperations:
         await good.close(5)
         await bad.close(5)
         assert read_numbers(tmp_path / "ok.jsonl") == [1]
+
+
+class TestAHungOrFailingDisk:
+    async def test_housekeeping_never_waits_and_a_stall_counts_as_failing(
+        self, tmp_path, monkeypatch
+    ):
+        monkeypatch.setattr(output, "STALL_AFTER", 0.3)
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.open()
+        gated = GatedWrites(out.file)
+        out.write({"n": 0})
+        await asyncio.to_thread(gated.entered.wait, 5)
+        began = time.monotonic()
+        for _ in range(5):
+            out.housekeep(time.time())  # the daemon's tick: must not wait for the disk
+        assert time.monotonic() - began < 0.1
+        assert not out.failing
+        await asyncio.sleep(0.4)
+        assert out.failing
+        assert "has not finished a write" in out.last_error
+        gated.gate.set()
+        await wait_until(lambda: not out.failing, "the stall to end")
+        await out.close(5)
+        assert read_numbers(tmp_path / "m.jsonl") == [0]
+
+    async def test_a_bug_in_the_writer_costs_one_batch_counted_not_the_flusher(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.open()
+        real, calls = out.file.write_lines, []
+
+        def broken_once(lines):
+            calls.append(len(lines))
+            if len(calls) == 1:
+                raise RuntimeError("a bug")
+            return real(lines)
+
+        out.file.write_lines = broken_once
+        out.write({"n": 1})
+        await out.flush()
+        out.write({"n": 2})
+        assert await out.close(5) == 0
+        assert read_numbers(tmp_path / "m.jsonl") == [2]
+        assert (out.lines_written, out.lines_dropped) == (1, 1)
+
+    async def test_a_stop_on_a_hung_disk_counts_what_it_could_not_write(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.open()
+        gated = GatedWrites(out.file)
+        out.write({"n": 0})
+        await asyncio.to_thread(gated.entered.wait, 5)
+        for n in range(1, 5):
+            out.write({"n": n})
+        assert await out.close(0.2) == 5
+        assert out.lines_written + out.lines_dropped == 5
+        gated.gate.set()
+
+    async def test_a_reload_does_not_wait_for_a_hung_disk(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(output, "FILE_OP_WAIT", 0.3)
+        out = BufferedOutput(tmp_path / "m.jsonl", RotationPolicy(mode="builtin", keep=3))
+        out.open()
+        gated = GatedWrites(out.file)
+        out.write({"n": 0})
+        await asyncio.to_thread(gated.entered.wait, 5)
+        began = time.monotonic()
+        await out.set_policy(out.policy)  # unchanged: no need to ask the thread
+        assert time.monotonic() - began < 0.1
+        with pytest.raises(OSError, match="did not answer within"):
+            await out.retarget(tmp_path / "new.jsonl", out.policy)
+        gated.gate.set()
+        await out.flush()
+        assert out.path == tmp_path / "m.jsonl"  # called off: the reload was rejected
+        assert not (tmp_path / "new.jsonl").exists()
+        await out.close(5)
+
+    async def test_drain_holds_back_a_producer_even_with_the_smallest_bound(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl", buffer_limit=MIB)
+        out.open()
+        pad = "z" * 1000
+        for n in range(5000):
+            out.write({"n": n, "pad": pad})
+            if n % 100 == 0:
+                await out.drain()
+        await out.close(10)
+        assert (out.lines_written, out.lines_dropped) == (5000, 0)
+
+    async def test_one_record_larger_than_the_bound_is_still_written(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl", buffer_limit=MIB)
+        out.open()
+        assert out.write({"n": 1, "pad": "x" * (2 * MIB)})
+        await out.flush()
+        assert not out.failing
+        await out.close(5)
+        assert out.lines_written == 1
+
+    async def test_a_shorter_flush_interval_applies_at_once(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl", flush_interval=60.0)
+        out.open()
+        out.write({"n": 1})
+        await asyncio.sleep(0.05)
+        out.set_buffering(0.0, out.buffer_limit)
+        await wait_until(lambda: out.lines_written == 1, "the line, without the old interval")
+        await out.close(5)
 
 
 def test_outside_an_event_loop_it_writes_directly(tmp_path):

@@ -201,6 +201,19 @@ class TestRetention:
         assert recent.exists()
         assert (writer.archives_removed, writer.lines_removed) == (1, 2)
 
+    def test_a_retarget_prunes_the_new_path_by_the_new_policy(self, tmp_path):
+        new = tmp_path / "new" / "m.jsonl"
+        new.parent.mkdir()
+        for n in range(10):
+            archive_name(new, ArchiveKey(int(T0) - 100 + n, 0)).write_bytes(b"{}\n")
+        writer = JsonlWriter(tmp_path / "old.jsonl", builtin(keep=3), clock=Clock())
+        writer.open()
+        writer.retarget(new, builtin(keep=30))
+        assert writer.wait_archiving() == 0
+        writer.close()
+        assert len(list_archives(new)) == 10
+        assert writer.policy.keep == 30
+
 
 class TestCrashLeftovers:
     def test_start_finishes_interrupted_compressions(self, tmp_path):
