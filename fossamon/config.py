@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    model_validator,
 )
 from yarl import URL
 
@@ -423,10 +424,58 @@ def sink_name(sink: SinkConfig) -> str:
     return sink.name or sink.type
 
 
+def _listen(value: str) -> str:
+    if value == "":
+        return value
+    host, sep, port = value.rpartition(":")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not bare or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f'must be "host:port" (like "127.0.0.1:9847" or "[::1]:9847"), or "" to turn the '
+            f"exporter off; got {value!r}"
+        )
+    return value
+
+
+Listen = Annotated[str, AfterValidator(_listen)]
+
+
+class ExporterConfig(_Section):
+    # /metrics, /healthz, /status and the status page; "" turns the web server off.
+    listen: Listen = "127.0.0.1:9847"
+    # For a bind beyond loopback: one of a bearer token or basic auth (use ${VAR} for both).
+    bearer_token: str | None = None
+    basic_auth_user: str | None = None
+    basic_auth_password: str | None = None
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> ExporterConfig:
+        if (self.basic_auth_user is None) != (self.basic_auth_password is None):
+            raise ValueError("basic_auth_user and basic_auth_password go together")
+        if self.bearer_token is not None and self.basic_auth_user is not None:
+            raise ValueError("use bearer_token or basic auth, not both")
+        if self.bearer_token == "" or self.basic_auth_password == "":
+            raise ValueError("an empty credential would let anyone in; leave it out instead")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].removeprefix("[").removesuffix("]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def has_auth(self) -> bool:
+        return self.bearer_token is not None or self.basic_auth_user is not None
+
+
 class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()
     output: OutputConfig = OutputConfig()
     collectors: CollectorsConfig = CollectorsConfig()
+    exporter: ExporterConfig = ExporterConfig()
     rules: list[RuleConfig] = Field(default_factory=list)
     silences: list[SilenceConfig] = Field(default_factory=list)
     # None: the default, a log sink (the alerts JSONL file records every event regardless).

@@ -12,6 +12,7 @@ is ignored); SIGUSR1 reopens the output files (after an external rotation).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -29,7 +30,7 @@ from fossamon.collectors.base import (
 from fossamon.collectors.internal import REPORT_EVERY, internal_batch
 from fossamon.config import config_digest, read_config_text
 from fossamon.control import DaemonState, process_start_ticks, remove_state, write_state
-from fossamon.errors import EX_CANTCREAT, EX_CONFIG, EX_OK, ConfigError, SinkError
+from fossamon.errors import EX_CANTCREAT, EX_CONFIG, EX_OK, EX_UNAVAILABLE, ConfigError, SinkError
 from fossamon.health import Health, assess
 from fossamon.log import configure_logging
 from fossamon.model import Severity
@@ -45,6 +46,8 @@ from fossamon.storage.rotation import CLOSE_WAIT, policy_from
 from fossamon.storage.state import STATE_FILE, StateStore, StateStoreError
 from fossamon.systemd import Notifier, watchdog_period
 from fossamon.units import format_duration
+from fossamon.web.live import LiveView
+from fossamon.web.server import WebServer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -96,14 +99,17 @@ class Daemon:
         self.evaluator = Evaluator(config.rules, no_data_after=no_data_defaults(config))
         self.history = History(self.evaluator.retention())
         self.alerts = AlertDispatcher(config.host(), self.evaluator, self.alerts_out)
+        self.live = LiveView()
         self.pipeline = Pipeline(
             config.host(),
             self.history,
             self.evaluator,
             self.metrics_out,
             self.alerts,
-            observers,
+            [self.live, *observers],
         )
+        self.pipeline.evaluation_timer = self.live.evaluation_seconds.observe
+        self.web = WebServer(self, config.exporter)
         self.scheduler = CollectorScheduler(self._on_batch)
         self._stop = asyncio.Event()
         self._signals_seen = 0
@@ -144,6 +150,11 @@ class Daemon:
             except SinkError as exc:
                 log.error("cannot start: a sink cannot be set up", error=str(exc))
                 return EX_CONFIG
+            try:
+                await self.web.start()
+            except OSError as exc:
+                log.error("cannot start: the exporter cannot listen", error=str(exc))
+                return EX_UNAVAILABLE
             self._log_warnings(self.config)
             self._start_collectors()
             self._write_state()
@@ -181,6 +192,7 @@ class Daemon:
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.wait([task], timeout=grace)
+        await self.web.stop()
         cancelled = await self.scheduler.stop(grace)
         await self.alerts.stop(grace)
         # One bound for writing out, closing and archiving: the stop as a whole must stay
@@ -415,9 +427,9 @@ class Daemon:
             self._reloaded(f"{len(exc.problems)} problem(s), first: {exc.problems[0]}")
             for problem in exc.problems:
                 log.error("reload rejected; the running config stays", problem=str(problem))
-        except OSError as exc:
+        except OSError as exc:  # an output file cannot be opened, the exporter cannot listen
             self._reloaded(str(exc))
-            log.error("reload rejected: cannot open an output file", error=str(exc))
+            log.error("reload rejected; the running config stays", error=str(exc))
         except Exception as exc:
             self._reloaded(f"{type(exc).__name__}: {exc}")
             log.exception("reload failed; the running config stays")
@@ -449,7 +461,13 @@ class Daemon:
         old = self.config
         workers = self.alerts.prepare_sinks(new)
         rebuilt = self._build_changed_collectors(old, new)
-        await self._retarget_outputs(new)
+        await self.web.reconfigure(new.exporter)
+        try:
+            await self._retarget_outputs(new)
+        except Exception:
+            with contextlib.suppress(OSError):  # back where it listened, where still possible
+                await self.web.reconfigure(old.exporter)
+            raise
         now = time.time()
         self.pipeline.host = new.host()
         # Rules first, so collectors rebuilt below feed the new rules from their first run.
@@ -500,12 +518,14 @@ class Daemon:
         for name in old_sections.keys() - new_sections.keys():
             log.info("collector removed", collector=name)
             await self.scheduler.remove(name, grace)
-            await self.pipeline.forget(name, now)
+            gone = await self.pipeline.forget(name, now)
+            self.live.forget(name, gone, removed=True)
         for name, collector in rebuilt.items():
             if name in old_sections:
                 await self.scheduler.remove(name, grace)
                 keep = self._still_collected(name, new)
-                await self.pipeline.forget(name, now, keep=keep)
+                gone = await self.pipeline.forget(name, now, keep=keep)
+                self.live.forget(name, gone, removed=False)
             log.info("collector (re)built", collector=name)
             self.scheduler.add(collector)
 

@@ -7,12 +7,13 @@ One direction only: collectors know nothing of rules, the evaluator nothing of o
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from fossamon.alerting import AlertDispatcher
     from fossamon.model import AlertEvent, Batch, SeriesKey
@@ -45,16 +46,20 @@ class Pipeline:
         self.metrics_out = metrics_out
         self.alerts = alerts
         self.observers = list(observers)
+        # Told how long each evaluation took (the exporter's histogram), when set.
+        self.evaluation_timer: Callable[[float], None] | None = None
 
     async def ingest(self, batch: Batch) -> list[AlertEvent]:
         if self.metrics_out is not None:
             self.metrics_out.write(batch.to_json(self.host))
         self.history.add_batch(batch)
+        began = time.perf_counter()
         try:
             events = self.evaluator.evaluate(batch.ts, self.history, {s.key for s in batch.samples})
         except Exception:  # a bug in a rule must not cost the next batches their evaluation
             log.exception("rule evaluation failed", collector=batch.collector)
             events = []
+        self._timed(began)
         await self.alerts.publish(events, batch.ts)
         for observer in self.observers:
             try:
@@ -66,22 +71,32 @@ class Pipeline:
     async def tick(self, now: float) -> list[AlertEvent]:
         """Time passing: missing data, repeats, flap release, silences that came or went."""
         await self.alerts.refresh_silences(now)
+        began = time.perf_counter()
         try:
             events = self.evaluator.tick(now)
         except Exception:
             log.exception("rule evaluation failed (tick)")
             events = []
+        self._timed(began)
         await self.alerts.publish(events, now)
         return events
 
-    async def forget(self, collector: str, now: float, keep: set[SeriesKey] | None = None) -> None:
-        """A reload removed or rebuilt `collector`: drop its series that are not in `keep`.
+    def _timed(self, began: float) -> None:
+        if self.evaluation_timer is not None:
+            self.evaluation_timer(time.perf_counter() - began)
+
+    async def forget(
+        self, collector: str, now: float, keep: set[SeriesKey] | None = None
+    ) -> set[SeriesKey]:
+        """A reload removed or rebuilt `collector`: drop its series that are not in `keep`,
+        and return them.
 
         Their open alerts are resolved ("no longer collected") instead of staying firing
         forever on a target nobody probes any more.
         """
         gone = self.history.by_collector.get(collector, set()) - (keep or set())
         if not gone:
-            return
+            return gone
         self.history.forget(gone)
         await self.alerts.publish(self.evaluator.forget(gone, now), now)
+        return gone

@@ -24,9 +24,11 @@ def daemon_head(
     grace: str = "1s",
     metrics_extra: str = "",
     alerts_extra: str = "",
+    exporter: str = "",
 ) -> str:
-    """The `[daemon]` and `[output.*]` sections of a test daemon: everything in tmp_path,
-    plain log lines (the tests read stderr)."""
+    """The `[daemon]`, `[output.*]` and `[exporter]` sections of a test daemon: everything in
+    tmp_path, plain log lines (the tests read stderr), the exporter off unless `exporter`
+    gives an address (tests run side by side: none may take the default port)."""
     return f"""
 [daemon]
 log_format = "plain"
@@ -39,4 +41,6 @@ path = "{metrics or f"{tmp_path}/out/metrics.jsonl"}"
 [output.alerts]
 path = "{alerts or f"{tmp_path}/out/alerts.jsonl"}"
 {alerts_extra}
+[exporter]
+listen = "{exporter}"
 """

@@ -212,6 +212,7 @@ class TestStopIsBounded:
             f'runtime_dir = "{tmp_path}/run"\nstate_dir = "{tmp_path}/state"\n'
             f'[output.metrics]\npath = "{tmp_path}/out/metrics.jsonl"\n'
             f'[output.alerts]\npath = "{tmp_path}/out/alerts.jsonl"\n'
+            '[exporter]\nlisten = ""\n'
             "[collectors.system]\nenabled = false\n"
             f'[collectors.db]\npath = "{db}"\ntimeout = "60s"\n'
             '[[collectors.db.queries]]\nname = "forever"\n'

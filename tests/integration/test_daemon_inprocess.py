@@ -23,6 +23,7 @@ def write_config(path, tmp_path, *, interval="500ms", per_cpu=False, metrics="m.
         'shutdown_grace = "1s"\n'
         f'[output.metrics]\npath = "{tmp_path}/{metrics}"\n'
         f'[output.alerts]\npath = "{tmp_path}/a.jsonl"\n'
+        '[exporter]\nlisten = ""\n'
         f'[collectors.system]\ninterval = "{interval}"\nper_cpu = {str(per_cpu).lower()}\n' + rules
     )
     return path

@@ -25,6 +25,7 @@ def system_only(tmp_path, *, interval="500ms", extra=""):
         f'state_dir = "{tmp_path}/state"\nshutdown_grace = "1s"\n'
         f'[output.metrics]\npath = "{tmp_path}/out/metrics.jsonl"\n'
         f'[output.alerts]\npath = "{tmp_path}/out/alerts.jsonl"\n'
+        '[exporter]\nlisten = ""\n'
         f'[collectors.system]\ninterval = "{interval}"\n' + extra
     )
     return path
