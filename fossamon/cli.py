@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", default="60s", help="how long to wait for the verdict (default: 60s)"
     )
 
+    status = commands.add_parser(
+        "status", help="what the running daemon knows: collectors, firing alerts, trends"
+    )
+    add_config_option(status)
+    status.add_argument("--json", action="store_true", help="print the /status document")
     demo = commands.add_parser("demo", help="run against a built-in stand-in application")
     demo.add_argument("--dir", metavar="DIR", help="where to keep the demo files (default: temp)")
     demo.add_argument("--port", type=int, default=0, help="port for the stand-in (default: free)")
@@ -197,6 +202,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EX_OK if outcome.ok else EX_CRITICAL
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from fossamon.status import run_status_command  # noqa: PLC0415
+
+    return run_status_command(args, _config_path(args.config))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fossamon.demo.run import run_demo  # noqa: PLC0415
 
@@ -208,6 +219,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": cmd_check,
     "once": cmd_once,
     "reload": cmd_reload,
+    "status": cmd_status,
     "demo": cmd_demo,
     "silence": run_silence_command,
 }

@@ -470,6 +470,18 @@ class ExporterConfig(_Section):
     def has_auth(self) -> bool:
         return self.bearer_token is not None or self.basic_auth_user is not None
 
+    @property
+    def loopback(self) -> bool:
+        """Bound to this host only (a name other than localhost may resolve to anything)."""
+        import ipaddress  # noqa: PLC0415 - only `fossamon check` and the exporter ask
+
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
 
 class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()

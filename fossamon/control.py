@@ -44,6 +44,7 @@ class DaemonState:
     reload_completed: int
     last_reload_ok: bool | None
     last_reload_error: str | None
+    exporter: str = ""  # host:port the exporter listens on ("" = off): `fossamon status`
 
 
 class StateUnreadableError(Exception):

@@ -370,6 +370,7 @@ class Daemon:
             reload_completed=self.reload_completed,
             last_reload_ok=self.last_reload_ok,
             last_reload_error=self.last_reload_error,
+            exporter=self.web.address,
         )
         try:
             write_state(self.runtime_dir, state)

@@ -18,6 +18,7 @@ from fossamon.model import Batch, Severity, format_series, iso_ts
 from fossamon.rules.evaluator import Evaluator
 from fossamon.rules.windows import History
 from fossamon.storage.jsonl import finite_json
+from fossamon.tables import aligned
 from fossamon.units import format_value
 
 if TYPE_CHECKING:
@@ -111,14 +112,6 @@ def render_json(result: OnceResult) -> str:
     return json.dumps(finite_json(result_json(result)), indent=2, allow_nan=False)
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
 def render_table(result: OnceResult) -> str:
     rows: list[tuple[str, ...]] = [("COLLECTOR", "SERIES", "VALUE")]
     for batch in result.batches:
@@ -126,14 +119,14 @@ def render_table(result: OnceResult) -> str:
             (batch.collector, format_series(s.name, s.labels), format_value(s.name, s.value))
             for s in batch.samples
         )
-    lines = _table(rows)
+    lines = aligned(rows)
     errors: list[tuple[str, ...]] = [
         (batch.collector, e.target, str(e.kind), e.message)
         for batch in result.batches
         for e in batch.errors
     ]
     if errors:
-        lines += ["", *_table([("COLLECTOR", "TARGET", "ERROR", "MESSAGE"), *errors])]
+        lines += ["", *aligned([("COLLECTOR", "TARGET", "ERROR", "MESSAGE"), *errors])]
     if result.verdicts:
         alert_rows: list[tuple[str, ...]] = [("SEVERITY", "RULE", "SERIES", "VALUE", "THRESHOLD")]
         alert_rows.extend(
@@ -146,7 +139,7 @@ def render_table(result: OnceResult) -> str:
             )
             for v in result.verdicts
         )
-        lines += ["", *_table(alert_rows)]
+        lines += ["", *aligned(alert_rows)]
     else:
         lines += ["", "no rule is breached"]
     durations = ", ".join(f"{b.collector} {b.duration * 1000:.1f} ms" for b in result.batches)

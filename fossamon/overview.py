@@ -219,7 +219,22 @@ def warnings(config: Config) -> list[str]:
                 )
     found.extend(_alerting_warnings(config))
     found.extend(_rotation_warnings(config))
+    found.extend(_exporter_warnings(config))
     return found
+
+
+def _exporter_warnings(config: Config) -> list[str]:
+    exporter = config.exporter
+    if not exporter.listen or exporter.loopback or exporter.has_auth:
+        return []
+    return [
+        (
+            f"exporter.listen: {exporter.listen} is reachable from other hosts and has no "
+            "bearer_token or basic auth: ANYONE who can reach it reads /status, /metrics and "
+            'the status page (set bearer_token = "${FOSSAMON_EXPORTER_TOKEN}", or bind '
+            "127.0.0.1 and let a local proxy or Prometheus agent reach it)"
+        )
+    ]
 
 
 LOGROTATE_DIR = Path("/etc/logrotate.d")

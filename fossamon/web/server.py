@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import ipaddress
 import time
 from typing import TYPE_CHECKING
 
@@ -36,15 +35,6 @@ if TYPE_CHECKING:
     from fossamon.daemon import Daemon
 
 log = structlog.get_logger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
 
 
 class WebServer:
