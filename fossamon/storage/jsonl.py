@@ -325,6 +325,10 @@ class JsonlWriter:
             self._archiver.abandon()
         return left
 
+    def release_archiver(self) -> None:
+        """The writer is done for good: the archiver's idle thread may end."""
+        self._archiver.abandon()
+
     def write(self, record: dict[str, Any]) -> bool:
         try:
             line = dumps_line(record)

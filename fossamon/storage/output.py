@@ -421,4 +421,9 @@ class BufferedOutput:
         return 0
 
     def wait_archiving(self, timeout: float) -> int:
-        return self.file.wait_archiving(timeout)
+        """At the stop, after close: wait (bounded) for archiving, then let its thread go
+        (an idle worker would otherwise hold the interpreter's exit)."""
+        left = self.file.wait_archiving(timeout)
+        if not left:
+            self.file.release_archiver()
+        return left

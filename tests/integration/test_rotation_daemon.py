@@ -91,5 +91,6 @@ class TestStopFlushes:
         assert len(records) == counters["lines_written"] >= 20  # 2 s of 100 ms system runs
         stopped = next(x for x in stderr.splitlines() if " stopped " in x or "event=stopped" in x)
         assert "lines_dropped=0" in stopped
+        assert "worker threads still blocked" not in stderr  # idle archive threads let go
         assert {r["collector"] for r in records} >= {"system", "api", "db"}
         print(f"buffered at SIGTERM and written on the way out: {len(records)} lines")
