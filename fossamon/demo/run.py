@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 import tempfile
 import time
@@ -42,6 +43,9 @@ path = {metrics}
 
 [output.alerts]
 path = {alerts}
+
+[exporter]
+listen = {listen}
 
 [collectors.system]
 interval = "2s"
@@ -143,6 +147,8 @@ warning = 70
 critical = 85
 """
 
+DEFAULT_EXPORTER_PORT = 9847
+
 SYSTEM_SHOWN = (
     ("system_cpu_percent", "cpu"),
     ("system_memory_percent", "mem"),
@@ -152,8 +158,9 @@ SYSTEM_SHOWN = (
 )
 
 
-def render_demo_config(url: str, db: Path, out: Path) -> str:
+def render_demo_config(url: str, db: Path, out: Path, listen: str = "") -> str:
     return DEMO_CONFIG.format(
+        listen=_toml_string(listen),
         url=_toml_string(url),
         db=_toml_string(str(db)),
         metrics=_toml_string(str(out / "performance-metrics.jsonl")),
@@ -161,6 +168,19 @@ def render_demo_config(url: str, db: Path, out: Path) -> str:
         run=_toml_string(str(out / "run")),
         state=_toml_string(str(out / "state")),
     )
+
+
+def _exporter_port() -> int:
+    """The exporter's usual port when it is free here, else any free one: a demo must not
+    fail because a real fossamon runs on this machine."""
+    for wanted in (DEFAULT_EXPORTER_PORT, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", wanted))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1 for the exporter")
 
 
 def _toml_string(value: str) -> str:
@@ -234,7 +254,8 @@ async def _serve(base: Path, db: Path, port: int, duration: float | None) -> int
     await target.start(port=port)
     try:
         config_path = base / "config.toml"
-        config_path.write_text(render_demo_config(target.url, db, base), encoding="utf-8")
+        listen = f"127.0.0.1:{_exporter_port()}"
+        config_path.write_text(render_demo_config(target.url, db, base, listen), encoding="utf-8")
         config = load_config(config_path)
         configure_logging(config.daemon.log_level, "auto")
         print(
@@ -242,9 +263,11 @@ async def _serve(base: Path, db: Path, port: int, duration: float | None) -> int
             f"config:  {config_path}\n"
             f"metrics: {config.output.metrics.path}\n"
             f"alerts:  {config.output.alerts.path}\n"
+            f"status:  http://{listen}/  (also /metrics, /status, /healthz)\n"
             f"try:     curl -X POST {target.url}/_demo/faults "
             '-d \'{"path": "/api/work-orders", "latency": 0.8}\'   (then watch api_p95_latency)\n'
             f"         fossamon once -c {config_path}\n"
+            f"         fossamon status -c {config_path}\n"
             "Ctrl-C stops.\n",
             flush=True,
         )

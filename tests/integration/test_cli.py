@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -259,13 +260,20 @@ class TestDemo:
         seen: set[str] = set()
         began = time.monotonic()
         first_line_at: dict[str, float] = {}
+        page = ""
         try:
             while seen != {"system", "api", "db"} and time.monotonic() - began < 30:
                 line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+                if found := re.match(r"^status:\s+(http://127\.0\.0\.1:\d+/)", line):
+                    page = found.group(1)
                 match = re.match(r"^\d\d:\d\d:\d\d (system|api|db)\s", line)
                 if match:
                     seen.add(match.group(1))
                     first_line_at.setdefault(match.group(1), time.monotonic() - began)
+            # the printed status page answers (the demo runs the exporter on loopback)
+            assert page, "the demo did not print its status page address"
+            health = await asyncio.to_thread(urllib.request.urlopen, page + "healthz", timeout=5)
+            assert health.status == 200
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 10)
