@@ -36,8 +36,14 @@ WATCHDOG_SEC, RESTART_SEC = 6, 1
 TEST_DROPIN = f"[Service]\nWatchdogSec={WATCHDOG_SEC}s\nRestartSec={RESTART_SEC}s\n"
 
 
+# The exporter on a port of its own (the container shares the host's network).
+EXPORTER = f"127.0.0.1:{free_port()}"
+
+
 def config_text(target: str, *, system_interval: str = "2s", extra: str = "") -> str:
     return f"""
+[exporter]
+listen = "{EXPORTER}"
 [daemon]
 log_level = "info"
 runtime_dir = "${{RUNTIME_DIRECTORY:-/run/fossamon}}"
@@ -180,6 +186,14 @@ def world(tmp_path_factory, need):
         target.wait(timeout=10)
 
 
+def _get(url: str) -> tuple[int, str] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except OSError:
+        return None
+
+
 class World:
     def __init__(self, container: Container, config: Path, url: str, good: str) -> None:
         self.container = container
@@ -289,6 +303,21 @@ class TestStart:
         assert {s["name"]: s["value"] for s in db["samples"]}["db_up"] == 1
         api = [x for x in world.lines() if x["collector"] == "api"][-1]
         assert api["errors"] == []
+
+    def test_fossamon_status_and_healthz_under_the_hardening(self, world):
+        world.ensure_running_good()
+        health = world.wait(lambda: _get(f"http://{EXPORTER}/healthz"), timeout=20, what="/healthz")
+        assert health == (200, "ok\n")
+
+        def every_collector_ok() -> subprocess.CompletedProcess[str] | None:
+            run = world.container.run("/opt/fossamon/venv/bin/fossamon", "status", check=False)
+            ok = run.returncode == 0 and re.search(r"^api\s+ok", run.stdout, re.MULTILINE)
+            return run if ok else None
+
+        done = world.wait(every_collector_ok, timeout=20, what="fossamon status, api ok")
+        record("fossamon status (inside the container):\n" + done.stdout)
+        assert re.search(r"^db\s+ok", done.stdout, re.MULTILINE)
+        assert ": healthy" in done.stdout
 
     def test_journal_priorities_filter_warnings(self, world):
         world.ensure_running_good()
