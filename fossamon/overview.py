@@ -65,6 +65,7 @@ def describe(config: Config, path: str) -> list[str]:
     lines.append(f"sinks ({len(sinks)}){' (the default)' if config.sinks is None else ''}:")
     lines.extend(f"  {_sink(sink)}" for sink in sinks)
     lines.append(f"state store: {Path(config.daemon.state_dir) / 'state.db'}")
+    lines.append(f"exporter: {_exporter(config)}")
     if config.silences:
         lines.append(f"silences in the config ({len(config.silences)}):")
         lines.extend(
@@ -72,6 +73,15 @@ def describe(config: Config, path: str) -> list[str]:
             for s in config.silences
         )
     return lines
+
+
+def _exporter(config: Config) -> str:
+    exporter = config.exporter
+    if not exporter.listen:
+        return "off"
+    auth = "bearer token" if exporter.bearer_token is not None else "basic auth"
+    guarded = f", {auth} required" if exporter.has_auth else ""
+    return f"http://{exporter.listen}/ (/metrics, /healthz, /status){guarded}"
 
 
 def _sink(sink: SinkConfig) -> str:

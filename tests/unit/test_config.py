@@ -437,3 +437,48 @@ def test_check_warns_about_two_rotators_on_one_file(tmp_path):
         '[output.alerts]\npath = "/tmp/a.jsonl"\nmax_size = 0\nrotate_every = 0\n', env={}
     )
     assert any("never rotated" in w for w in _rotation_warnings(never, tmp_path / "none"))
+
+
+class TestExporter:
+    def test_default_is_loopback_9847_without_auth(self):
+        exporter = parse_config("", env={}).exporter
+        assert (exporter.listen, exporter.host, exporter.port) == (
+            "127.0.0.1:9847",
+            "127.0.0.1",
+            9847,
+        )
+        assert exporter.loopback
+        assert not exporter.has_auth
+
+    @pytest.mark.parametrize("listen", ["9847", ":9847", "host:", "127.0.0.1:0", "h:70000"])
+    def test_a_bad_listen_names_the_key(self, listen):
+        (found,) = problems(f'[exporter]\nlisten = "{listen}"')
+        assert found.startswith("test.toml: exporter.listen: must be")
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ('basic_auth_user = "u"', "go together"),
+            (
+                'bearer_token = "t0k3n-abc"\nbasic_auth_user = "u"\nbasic_auth_password = "p"',
+                "not both",
+            ),
+            ('bearer_token = ""', "empty credential"),
+        ],
+    )
+    def test_auth_combinations(self, text, message):
+        (found,) = problems(f"[exporter]\n{text}")
+        assert message in found
+
+    def test_check_warns_loudly_about_a_wide_bind_without_auth(self):
+        from fossamon.overview import warnings
+
+        wide = parse_config('[exporter]\nlisten = "0.0.0.0:9847"', env={})
+        (found,) = [w for w in warnings(wide) if w.startswith("exporter.listen")]
+        assert "ANYONE" in found
+        guarded = parse_config(
+            '[exporter]\nlisten = "0.0.0.0:9847"\nbearer_token = "t0k3n-abcdef"', env={}
+        )
+        assert not [w for w in warnings(guarded) if w.startswith("exporter.listen")]
+        ipv6 = parse_config('[exporter]\nlisten = "[::1]:9847"', env={})
+        assert ipv6.exporter.loopback
