@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from html.parser import HTMLParser
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,3 +45,57 @@ path = "{alerts or f"{tmp_path}/out/alerts.jsonl"}"
 [exporter]
 listen = "{exporter}"
 """
+
+
+# --- reading HTML (the status page) ---------------------------------------------------------
+
+VOID = {"meta", "br", "img", "input", "link", "hr"}
+
+
+class Element:
+    def __init__(self, tag: str, attrs: dict[str, str | None]) -> None:
+        self.tag, self.attrs, self.text = tag, attrs, ""
+
+
+class Dom(HTMLParser):
+    """Every element with its attributes and the text inside it (descendants included)."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.elements: list[Element] = []
+        self._open: list[Element] = []
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = Element(tag, dict(attrs))
+        self.elements.append(element)
+        if tag not in VOID:
+            self._open.append(element)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append(Element(tag, dict(attrs)))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open and self._open.pop().tag != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        for element in self._open:
+            element.text += data
+
+    def find(self, tag: str = "", **attrs: str) -> list[Element]:
+        wanted = {k.rstrip("_").replace("_", "-"): v for k, v in attrs.items()}
+        return [
+            e
+            for e in self.elements
+            if (not tag or e.tag == tag)
+            and all(
+                (e.attrs.get(k) or "").split().count(v) if k == "class" else e.attrs.get(k) == v
+                for k, v in wanted.items()
+            )
+        ]
+
+    def one(self, tag: str = "", **attrs: str) -> Element:
+        found = self.find(tag, **attrs)
+        assert len(found) == 1, (tag, attrs, len(found))
+        return found[0]

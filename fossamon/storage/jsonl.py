@@ -176,7 +176,10 @@ class JsonlWriter:
             self._archiver.recover(policy, self._clock())
 
     def _switch(self, path: Path, policy: RotationPolicy | None = None) -> None:
-        fd = _open_append(path)
+        try:
+            fd = _open_append(path)
+        except OSError as exc:  # name the file, not only the folder mkdir tripped over
+            raise OSError(exc.errno, f"cannot open output file {path}: {exc}") from None
         try:
             repaired = _terminate_partial_line(fd, path)
             info = os.fstat(fd)

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+SPARKLINE_TTL = 10.0
+
 
 class WebServer:
     def __init__(self, daemon: Daemon, config: ExporterConfig) -> None:
@@ -45,6 +47,7 @@ class WebServer:
         self.scrapes = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._drawn: tuple[float, dict[str, list[tuple[float, float]]]] | None = None
 
     @property
     def address(self) -> str:
@@ -83,6 +86,13 @@ class WebServer:
         await successor.start()
         await self.stop()
         self.config, self._runner, self._site = config, successor._runner, successor._site
+
+    def _sparklines(self, now: float) -> dict[str, list[tuple[float, float]]]:
+        """An hour of 500 ms readings takes tens of ms to draw: at most once per
+        SPARKLINE_TTL, however many people (each page reloads every 10 s) are watching."""
+        if self._drawn is None or not 0 <= now - self._drawn[0] < SPARKLINE_TTL:
+            self._drawn = (now, sparklines(self.daemon.live, now))
+        return self._drawn[1]
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._authorise])
@@ -135,5 +145,5 @@ class WebServer:
         del request
         now = time.time()
         document = status_document(self.daemon, now)
-        html = render_page(document, sparklines(self.daemon.live, now))
+        html = render_page(document, self._sparklines(now))
         return web.Response(text=redact(html), content_type="text/html", charset="utf-8")

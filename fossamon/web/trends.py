@@ -12,8 +12,11 @@ seen): a thousand endpoints must not cost a thousand hours of readings.
 
 from __future__ import annotations
 
+import math
+import operator
 import statistics
 from array import array
+from bisect import bisect_left, insort
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,6 +41,7 @@ MAX_SERIES = 100
 # "increasing" needs the fitted line to rise by more than this share of the mean over the
 # span: noise around a flat line must not read as a trend.
 RISE_SHARE = 0.01
+REBASE_AFTER = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,39 +68,102 @@ def trend(times: list[float], values: list[float]) -> Trend | None:
     """The trend of readings (`times` ascending); None without any."""
     if not values:
         return None
-    average = statistics.fmean(values)
-    slope = 0.0
-    if len(values) >= 2 and times[-1] > times[0]:
-        slope = statistics.linear_regression(times, values).slope
+    count = len(values)
+    average = math.fsum(values) / count
+    slope = _slope(times, values, average) if count >= 2 else 0.0
     rise = slope * (times[-1] - times[0])
     increasing = rise > 0 and rise > RISE_SHARE * abs(average)
-    return Trend(
-        len(values), average, statistics.median(values), max(values), slope * 60.0, increasing
-    )
+    return Trend(count, average, statistics.median(values), max(values), slope * 60.0, increasing)
+
+
+def _slope(times: list[float], values: list[float], average: float) -> float:
+    """Least squares, in closed form over centred times: the same line as
+    statistics.linear_regression, at C speed (an hour of 1 s readings of 100 series is
+    360,000 points, computed on the event loop for each /status)."""
+    mean_t = math.fsum(times) / len(times)
+    dt = [t - mean_t for t in times]
+    spread = math.fsum(map(operator.mul, dt, dt))
+    if spread == 0:
+        return 0.0
+    dv = [v - average for v in values]
+    return math.fsum(map(operator.mul, dt, dv)) / spread
 
 
 class SeriesTrail:
-    """One series' readings within the last hour, oldest first."""
+    """One series' readings within the last hour, oldest first, with what the hour's trend
+    needs kept up to date as readings come and go: the values in sorted order (median, max)
+    and the sums of a least-squares fit. So a /status costs the same whatever the interval:
+    the sums are O(1) to read, where recomputing an hour of 1 s readings of 100 series took
+    200 ms of the event loop."""
 
-    __slots__ = ("times", "values")
+    __slots__ = ("_origin", "_sums", "ordered", "times", "values")
 
     def __init__(self) -> None:
         self.times = array("d")
         self.values = array("d")
+        self.ordered = array("d")  # the same values, sorted
+        self._origin = 0.0  # times are summed relative to it (precision)
+        self._sums = [0.0, 0.0, 0.0, 0.0]  # of t, v, t*t, t*v, with t = time - origin
 
     def add(self, ts: float, value: float) -> None:
         if self.times and ts < self.times[-1]:
             return  # the wall clock stepped back: keep the trail ordered
+        if not self.times or ts - self._origin > REBASE_AFTER:
+            self._rebase(ts)
         self.times.append(ts)
         self.values.append(value)
-        # Trim in steps, not on every reading: `del` of an array's head copies the rest.
-        if ts - self.times[0] > HOUR * 1.1:
-            keep = next(i for i, t in enumerate(self.times) if ts - t <= HOUR)
-            del self.times[:keep]
-            del self.values[:keep]
+        insort(self.ordered, value)
+        self._count(ts, value, 1.0)
+        self.expire(ts)
+
+    def expire(self, now: float) -> None:
+        """Let go of readings more than an hour before `now`."""
+        gone = bisect_left(self.times, now - HOUR)
+        if not gone:
+            return
+        for ts, value in zip(self.times[:gone], self.values[:gone], strict=True):
+            del self.ordered[bisect_left(self.ordered, value)]
+            self._count(ts, value, -1.0)
+        del self.times[:gone]
+        del self.values[:gone]
+
+    def _count(self, ts: float, value: float, sign: float) -> None:
+        t = ts - self._origin
+        sums = self._sums
+        sums[0] += sign * t
+        sums[1] += sign * value
+        sums[2] += sign * t * t
+        sums[3] += sign * t * value
+
+    def _rebase(self, origin: float) -> None:
+        """Sum afresh from a recent origin: bounds both the magnitudes and the drift of a
+        day of adding and subtracting."""
+        self._origin = origin
+        self._sums = [0.0, 0.0, 0.0, 0.0]
+        for ts, value in zip(self.times, self.values, strict=True):
+            self._count(ts, value, 1.0)
+
+    def hour_trend(self, now: float) -> Trend | None:
+        self.expire(now)
+        count = len(self.values)
+        if not count:
+            return None
+        sum_t, sum_v, sum_tt, sum_tv = self._sums
+        average = sum_v / count
+        spread = sum_tt - sum_t * sum_t / count
+        slope = (sum_tv - sum_t * sum_v / count) / spread if count >= 2 and spread > 0 else 0.0
+        rise = slope * (self.times[-1] - self.times[0])
+        middle = count // 2
+        median = (
+            self.ordered[middle]
+            if count % 2
+            else (self.ordered[middle - 1] + self.ordered[middle]) / 2
+        )
+        increasing = rise > 0 and rise > RISE_SHARE * abs(average)
+        return Trend(count, average, median, self.ordered[-1], slope * 60.0, increasing)
 
     def last_hour(self, now: float) -> tuple[list[float], list[float]]:
-        start = next((i for i, t in enumerate(self.times) if now - t <= HOUR), len(self.times))
+        start = bisect_left(self.times, now - HOUR)
         return self.times[start:].tolist(), self.values[start:].tolist()
 
     def recent(self, count: int = RECENT_CYCLES) -> tuple[list[float], list[float]]:
@@ -132,5 +199,5 @@ class TrendStore:
         """(series, last 10 readings, last hour) for every kept series, sorted."""
         out = []
         for key, trail in sorted(self.trails.items()):
-            out.append((key, trend(*trail.recent()), trend(*trail.last_hour(now))))
+            out.append((key, trend(*trail.recent()), trail.hour_trend(now)))
         return out

@@ -291,7 +291,9 @@ class TestReloadEdgeCases:
         reloading = next(i for i, m in enumerate(messages) if m.startswith("RELOADING=1"))
         assert messages[reloading + 1].startswith("READY=1\nSTATUS=")
         assert "reload failed" in messages[reloading + 1]
-        assert b"reload rejected: cannot open an output file" in daemon.stderr
+        rejected = next(x for x in daemon.stderr.splitlines() if b"reload rejected" in x)
+        assert b"the running config stays" in rejected
+        assert f"{blocker}/metrics.jsonl".encode() in rejected  # the log names the path
 
     async def test_removing_an_endpoint_resolves_its_alert(
         self, tmp_path, target, small_demo_db, notify

@@ -1,0 +1,67 @@
+"""The trend analysis: the hour's figures kept up to date equal a recomputation."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from fossamon.model import Batch, Sample, make_labels
+from fossamon.web.trends import HOUR, SeriesTrail, TrendStore, trend
+
+T0 = 1_800_000_000.0
+
+
+def test_trend_of_a_rising_line():
+    times = [T0 + 60 * i for i in range(10)]
+    found = trend(times, [10.0 + i for i in range(10)])
+    assert found is not None
+    assert (found.count, found.average, found.median, found.maximum) == (10, 14.5, 14.5, 19.0)
+    assert found.slope_per_minute == pytest.approx(1.0)
+    assert found.increasing
+
+
+def test_noise_around_a_flat_line_is_not_increasing():
+    times = [T0 + 10 * i for i in range(100)]
+    values = [50.0 + (0.1 if i % 2 else -0.1) for i in range(100)]
+    found = trend(times, values)
+    assert found is not None
+    assert not found.increasing
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_hour_kept_up_to_date_equals_a_recomputation(seed):
+    rng = random.Random(seed)
+    trail, readings, ts = SeriesTrail(), [], T0
+    for i in range(rng.randint(1, 3000)):
+        ts += rng.choice([0.5, 1.0, 10.0, 60.0, 400.0, 30_000.0])  # gaps; a rebase after a day
+        value = rng.gauss(50, 10) + 0.001 * i
+        trail.add(ts, value)
+        readings.append((ts, value))
+    now = ts + rng.random() * 200
+    kept = [(t, v) for t, v in readings if t >= now - HOUR]
+    got, want = trail.hour_trend(now), trend([t for t, _ in kept], [v for _, v in kept])
+    if want is None:
+        assert got is None
+        return
+    assert got is not None
+    for field in ("count", "average", "median", "maximum", "slope_per_minute"):
+        assert getattr(got, field) == pytest.approx(getattr(want, field), rel=1e-6, abs=1e-9)
+    reference = statistics.linear_regression(*zip(*kept, strict=True)).slope if len(kept) > 1 else 0
+    assert got.slope_per_minute == pytest.approx(reference * 60, rel=1e-6, abs=1e-9)
+
+
+def test_the_store_keeps_key_series_only_and_at_most_its_limit():
+    store = TrendStore(limit=3)
+    samples = tuple(
+        Sample("api_response_seconds", 0.1, make_labels(endpoint=f"e{i}")) for i in range(5)
+    )
+    store.add_batch(Batch("api", T0, 0.0, (*samples, Sample("api_up", 1.0))))
+    assert len(store.trails) == 3
+    assert all(key[0] == "api_response_seconds" for key in store.trails)
+    (key, recent, hour), *_ = store.trends(T0)
+    assert recent is not None
+    assert hour is not None
+    assert recent.count == hour.count == 1
+    assert key == ("api_response_seconds", (("endpoint", "e0"),))
