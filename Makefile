@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 
 # `make install` (as root): the daemon in $(PREFIX)/venv built with Debian's Python, the
 # systemd units, the config (kept if present), examples (the logrotate file for
-# rotation = "external"; fossamon rotates by itself by default), then daemon-reload.
+# rotation = "external"; fossamon rotates by itself by default; Prometheus and Alertmanager
+# configs for a fleet), then daemon-reload.
 PREFIX        ?= /opt/fossamon
 SYSTEM_PYTHON ?= /usr/bin/python3
 PIP_OPTIONS   ?=
@@ -50,6 +51,7 @@ install:
 		systemd/fossamon-reload.service $(UNIT_DIR)/
 	test -e $(CONFIG_DIR)/config.toml || install -m 0644 config.toml $(CONFIG_DIR)/config.toml
 	install -m 0644 logrotate/fossamon $(PREFIX)/share/examples/logrotate.fossamon
+	install -m 0644 examples/prometheus.yml examples/alertmanager.yml $(PREFIX)/share/examples/
 	install -m 0644 README.md docs/*.md $(PREFIX)/share/docs/
 	install -m 0644 systemd/fossamon.service.d/*.example $(PREFIX)/share/examples/
 	systemctl daemon-reload

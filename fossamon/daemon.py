@@ -47,15 +47,15 @@ from fossamon.storage.state import STATE_FILE, StateStore, StateStoreError
 from fossamon.systemd import Notifier, watchdog_period
 from fossamon.units import format_duration
 from fossamon.web.live import LiveView
-from fossamon.web.server import WebServer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from fossamon.collectors.base import Collector
-    from fossamon.config import Config
+    from fossamon.config import Config, ExporterConfig
     from fossamon.model import Batch, SeriesKey
     from fossamon.pipeline import BatchObserver
+    from fossamon.web.server import WebServer
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +109,7 @@ class Daemon:
             [self.live, *observers],
         )
         self.pipeline.evaluation_timer = self.live.evaluation_seconds.observe
-        self.web = WebServer(self, config.exporter)
+        self.web: WebServer | None = None  # built when the config turns the exporter on
         self.scheduler = CollectorScheduler(self._on_batch)
         self._stop = asyncio.Event()
         self._signals_seen = 0
@@ -151,7 +151,7 @@ class Daemon:
                 log.error("cannot start: a sink cannot be set up", error=str(exc))
                 return EX_CONFIG
             try:
-                await self.web.start()
+                await self._configure_web(self.config.exporter)
             except OSError as exc:
                 log.error("cannot start: the exporter cannot listen", error=str(exc))
                 return EX_UNAVAILABLE
@@ -192,7 +192,8 @@ class Daemon:
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.wait([task], timeout=grace)
-        await self.web.stop()
+        if self.web is not None:
+            await self.web.stop()
         cancelled = await self.scheduler.stop(grace)
         await self.alerts.stop(grace)
         # One bound for writing out, closing and archiving: the stop as a whole must stay
@@ -370,7 +371,7 @@ class Daemon:
             reload_completed=self.reload_completed,
             last_reload_ok=self.last_reload_ok,
             last_reload_error=self.last_reload_error,
-            exporter=self.web.address,
+            exporter=self.web.address if self.web is not None else "",
         )
         try:
             write_state(self.runtime_dir, state)
@@ -462,12 +463,12 @@ class Daemon:
         old = self.config
         workers = self.alerts.prepare_sinks(new)
         rebuilt = self._build_changed_collectors(old, new)
-        await self.web.reconfigure(new.exporter)
+        await self._configure_web(new.exporter)
         try:
             await self._retarget_outputs(new)
         except Exception:
             with contextlib.suppress(OSError):  # back where it listened, where still possible
-                await self.web.reconfigure(old.exporter)
+                await self._configure_web(old.exporter)
             raise
         now = time.time()
         self.pipeline.host = new.host()
@@ -482,6 +483,20 @@ class Daemon:
             old.daemon.log_format,
         ):
             configure_logging(new.daemon.log_level, new.daemon.log_format)
+
+    async def _configure_web(self, exporter: ExporterConfig) -> None:
+        """Start, move or stop the exporter; OSError when it cannot listen (nothing changed).
+        Imported only when wanted: aiohttp's server costs a daemon without it 0.4 s."""
+        if self.web is None:
+            if not exporter.listen:
+                return
+            from fossamon.web.server import WebServer  # noqa: PLC0415
+
+            web = WebServer(self, exporter)
+            await web.start()
+            self.web = web
+            return
+        await self.web.reconfigure(exporter)
 
     def _build_changed_collectors(self, old: Config, new: Config) -> dict[str, Collector]:
         old_sections = enabled_sections(old.collectors)

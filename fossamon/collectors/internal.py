@@ -1,8 +1,9 @@
 """fossamon's own counters as samples: what its sinks, output files and state store did.
 
 Not a configured collector: the daemon reports these every minute as a `fossamon` batch in
-the metrics file (and through the rules, so `fossamon_sink_dropped_total` can alert), until
-the exporter serves them live. Counters count from the daemon's start.
+the metrics file (and through the rules, so `fossamon_sink_dropped_total` can alert); the
+exporter serves the same counters live on /metrics, built by the same function. Counters
+count from the daemon's start.
 """
 
 from __future__ import annotations

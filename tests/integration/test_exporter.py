@@ -64,7 +64,11 @@ async def running(monkeypatch):
         started.append((daemon, task))
         off = not daemon.config.exporter.listen
         await wait_until(
-            lambda: daemon.web.address or task.done() or (off and daemon.scheduler.collectors),
+            lambda: (
+                (daemon.web is not None and daemon.web.address)
+                or task.done()
+                or (off and daemon.scheduler.collectors)
+            ),
             "the exporter",
         )
         return daemon, task
@@ -136,6 +140,7 @@ class TestStatus:
             "api_up",
         }
         assert doc["sinks"]["hook"]["queued"] >= 0
+        assert daemon.web is not None
         assert daemon.web.scrapes == 0
 
 
@@ -177,6 +182,20 @@ class TestListening:
             path.write_text(config_text(tmp_path, port))
             daemon = Daemon(load_config(path), str(path))
             assert await asyncio.wait_for(daemon.run(), 10) == EX_UNAVAILABLE
+
+    async def test_a_reload_turns_it_on_and_off(self, tmp_path, running):
+        port = free_port()
+        off = config_text(tmp_path, 0).replace('listen = "127.0.0.1:0"', 'listen = ""')
+        probe = ScriptedCollector("probe", [cpu(1.0)], interval=0.5)
+        daemon, _ = await running(tmp_path, off, [probe])
+        assert daemon.web is None
+        (tmp_path / "c.toml").write_text(config_text(tmp_path, port))
+        assert await daemon.reload()
+        assert (await get(f"http://127.0.0.1:{port}/healthz"))[0] == 200
+        (tmp_path / "c.toml").write_text(off)
+        assert await daemon.reload()
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await get(f"http://127.0.0.1:{port}/healthz")
 
     async def test_a_reload_moves_the_listener_or_keeps_the_old_one(self, tmp_path, running):
         first, second = free_port(), free_port()
