@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from fossamon import __version__
+from fossamon.cli_options import add_config_option, config_path
 from fossamon.errors import (
     EX_CONFIG,
     EX_CRITICAL,
@@ -20,21 +21,12 @@ from fossamon.errors import (
     ConfigError,
 )
 from fossamon.silences import add_silence_parser, run_silence_command
+from fossamon.tools import TOOLS, tool
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from fossamon.config import Config
-
-
-def add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-c",
-        "--config",
-        metavar="FILE",
-        default=None,
-        help="config file (default: $FOSSAMON_CONFIG, then /etc/fossamon/config.toml)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=0, help="port for the stand-in (default: free)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     add_silence_parser(commands)
+    for name in TOOLS:
+        tool(name).add_parser(commands)
     return parser
 
 
@@ -123,11 +117,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def _config_path(given: str | None) -> str:
-    # imported here: fossamon.config pulls in pydantic, and `fossamon run` must reach its
-    # early signal handling (cmd_run) quickly
-    from fossamon.config import default_config_path  # noqa: PLC0415
-
-    return given or default_config_path()
+    return config_path(given)
 
 
 def _exit_before_start(_signum: int, _frame: object) -> None:
@@ -222,6 +212,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "demo": cmd_demo,
     "silence": run_silence_command,
+    **{name: tool(name).run for name in TOOLS},
 }
 
 

@@ -143,7 +143,7 @@ def add_silence_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     expire = actions.add_parser("expire", help="end a silence added with `silence add`")
     expire.add_argument("silence_id", metavar="ID")
-    from fossamon.cli import add_config_option  # noqa: PLC0415 - cli imports this module
+    from fossamon.cli_options import add_config_option  # noqa: PLC0415
 
     for parser in (add, listing, expire):
         add_config_option(parser)
