@@ -428,8 +428,11 @@ def _listen(value: str) -> str:
     if value == "":
         return value
     host, sep, port = value.rpartition(":")
-    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not bare or not port.isdigit() or not 0 < int(port) < 65536:
+    bracketed = host.startswith("[") and host.endswith("]")
+    bare = host[1:-1] if bracketed else host
+    # an IPv6 address needs its brackets ("[::1]:9847"), or the URL built from it is wrong
+    unbracketed_v6 = ":" in bare and not bracketed
+    if not sep or not bare or unbracketed_v6 or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(
             f'must be "host:port" (like "127.0.0.1:9847" or "[::1]:9847"), or "" to turn the '
             f"exporter off; got {value!r}"
@@ -958,17 +961,25 @@ DEFAULT_RUNTIME_DIR = "/run/fossamon"
 def peek_runtime_dir(path: str, env: typing.Mapping[str, str] | None = None) -> str:
     """The runtime_dir a config file names, even when the rest of it is invalid: `fossamon
     reload` must reach the daemon precisely when the edit it brings is broken."""
+    return peek_daemon_dir(path, "runtime_dir", DEFAULT_RUNTIME_DIR, env)
+
+
+def peek_daemon_dir(
+    path: str, key: str, default: str, env: typing.Mapping[str, str] | None = None
+) -> str:
+    """`[daemon] <key>` (a folder) as the file names it, even when the rest of the file is
+    invalid or names a variable this shell does not have (an EnvironmentFile's token)."""
     values = os.environ if env is None else env
     try:
-        return load_config(path, values).daemon.runtime_dir
+        return str(getattr(load_config(path, values).daemon, key))
     except ConfigError:
         pass
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        named = raw["daemon"]["runtime_dir"]
+        named = raw["daemon"][key]
         if not isinstance(named, str):
-            return DEFAULT_RUNTIME_DIR
+            return default
         found = Path(_substitute(named, values)).expanduser()
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
-        return DEFAULT_RUNTIME_DIR
+        return default
     return str(found if found.is_absolute() else Path(path).resolve().parent / found)

@@ -52,6 +52,7 @@ EX_OK = 0
 EX_CRITICAL = 1  # `fossamon once`: a rule is critical; `fossamon reload`: rejected
 EX_NOT_RUNNING = 3  # `fossamon reload`/`status`: no daemon (as LSB's "program is not running")
 EX_USAGE = 64
+EX_NOINPUT = 66  # sysexits.h: an input file is missing or unusable (a baseline, a JSONL file)
 EX_UNAVAILABLE = 69  # the exporter cannot listen (the port is taken)
 EX_SOFTWARE = 70  # a bug
 EX_CANTCREAT = 73  # output files cannot be created at start

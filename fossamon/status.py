@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,20 +43,23 @@ class NotRunningError(Exception):
 
 
 def run_status_command(args: argparse.Namespace, config_path: str) -> int:
-    from fossamon.config import load_config  # noqa: PLC0415 - pydantic: only when needed
+    from fossamon.config import load_config, peek_daemon_dir  # noqa: PLC0415 - pydantic
 
     try:
         config: Config | None = load_config(config_path)
     except ConfigError as exc:
-        config = None  # the daemon may run an older, valid config: still ask it
+        # The daemon may run an older valid config, or the file names a token this shell
+        # has not got (an EnvironmentFile's): still find the daemon, as `reload` does.
+        config = None
         problem = str(exc.problems[0]) if exc.problems else str(exc)
         print(f"fossamon status: warning: {problem}", file=sys.stderr)
-    runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "") or (
-        config.daemon.runtime_dir if config else "/run/fossamon"
+    runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "") or peek_daemon_dir(
+        config_path, "runtime_dir", "/run/fossamon"
     )
+    state_dir = peek_daemon_dir(config_path, "state_dir", "/var/lib/fossamon")
     try:
         state = running_daemon(runtime_dir)
-        document = fetch(state, config)
+        document = fetch(state, config, state_dir)
     except NotRunningError as exc:
         print(f"fossamon status: not running: {exc}", file=sys.stderr)
         return EX_NOT_RUNNING
@@ -80,27 +84,49 @@ def running_daemon(runtime_dir: str) -> DaemonState:
             f"no state file at {path} (a running daemon keeps one there; the folder is "
             "$RUNTIME_DIRECTORY, else [daemon] runtime_dir)"
         )
-    if state.start_ticks is not None and process_start_ticks(state.pid) != state.start_ticks:
-        raise NotRunningError(f"{path} names pid {state.pid}, which is not running any more")
+    gone = f"{path} names pid {state.pid}, which is not running any more"
+    if state.start_ticks is not None:
+        if process_start_ticks(state.pid) != state.start_ticks:
+            raise NotRunningError(gone)
+    elif not _alive(state.pid):  # /proc could not tell when it started: ask the kernel
+        raise NotRunningError(gone)
     return state
 
 
-def fetch(state: DaemonState, config: Config | None) -> dict[str, Any]:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists; it is not ours to signal
+    return True
+
+
+def fetch(state: DaemonState, config: Config | None, state_dir: str) -> dict[str, Any]:
+    """The daemon's /status; the state store's view when the exporter is off, or when it
+    turns us away for want of a credential this shell does not have."""
     if not state.exporter:
-        return from_state_store(state, config)
+        return from_state_store(state, state_dir)
     url = f"http://{state.exporter}/status"
     request = urllib.request.Request(url, headers=_auth(config.exporter if config else None))
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
             document: dict[str, Any] = json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        hint = " (check [exporter] credentials in the config)" if exc.code == 401 else ""
-        raise OSError(f"{url} answered {exc.code} {exc.reason}{hint}") from None
+        if exc.code == HTTPStatus.UNAUTHORIZED:
+            print(
+                f"fossamon status: warning: {url} wants the exporter's credential "
+                "(set its environment variable, or run as the service's user); "
+                "showing the state store instead",
+                file=sys.stderr,
+            )
+            return from_state_store(state, state_dir)
+        raise OSError(f"{url} answered {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise OSError(
-            f"the daemon (pid {state.pid}) runs, but {url} did not answer: {reason}"
-        ) from None
+        message = f"the daemon (pid {state.pid}) runs, but {url} did not answer: {reason}"
+        raise OSError(message) from None
     return document
 
 
@@ -115,24 +141,22 @@ def _auth(exporter: ExporterConfig | None) -> dict[str, str]:
     return {}
 
 
-def from_state_store(state: DaemonState, config: Config | None) -> dict[str, Any]:
-    """The exporter is off: what the state store knows (alerts, silences), read-only."""
+def from_state_store(state: DaemonState, state_dir: str) -> dict[str, Any]:
+    """What the state store knows (alerts), read-only: no runs, trends or health."""
     document: dict[str, Any] = {
         "v": 1,
         "generation": state.generation,
         "started_at": iso_ts(state.started),
-        "uptime_seconds": round(time.time() - state.started, 3),
-        "source": "state store (the exporter is off: no collector runs or trends)",
+        "uptime_seconds": round(max(0.0, time.time() - state.started), 3),
+        "source": "state store (no collector runs, trends or health from there)",
         "collectors": {},
         "alerts": [],
         "silences": [],
         "trends": [],
     }
-    if config is None:
-        return document
-    path = Path(config.daemon.state_dir) / "state.db"
+    path = Path(state_dir) / "state.db"
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
     except sqlite3.Error as exc:
         raise OSError(f"cannot read {path}: {exc}") from None
     try:
@@ -162,9 +186,13 @@ def from_state_store(state: DaemonState, config: Config | None) -> dict[str, Any
 
 
 def render(doc: dict[str, Any], now: float) -> str:
-    health = doc.get("health") or {}
-    reasons = "; ".join(health.get("reasons", []))
-    verdict = "healthy" if health.get("ok", True) else f"UNHEALTHY: {reasons}"
+    health = doc.get("health")
+    if health is None:
+        verdict = "running (health unknown)"
+    elif health.get("ok"):
+        verdict = "healthy"
+    else:
+        verdict = "UNHEALTHY: " + "; ".join(health.get("reasons", []))
     version = f" {doc['version']}" if doc.get("version") else ""
     uptime = format_duration(float(doc.get("uptime_seconds", 0)))
     lines = [

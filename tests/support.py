@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import socket
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -99,3 +96,24 @@ class Dom(HTMLParser):
         found = self.find(tag, **attrs)
         assert len(found) == 1, (tag, attrs, len(found))
         return found[0]
+
+
+# --- a real headless browser (Debian chromium) ----------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def chromium_argv(profile: Path, *args: str) -> list[str]:
+    """A headless Chromium run as root with a fresh profile (the flags FACTS.md verified)."""
+    return [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        *args,
+    ]

@@ -12,11 +12,11 @@ import html
 import math
 import statistics
 from bisect import bisect_left, insort
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from fossamon.model import parse_iso_ts
 from fossamon.units import format_duration, format_value
+from fossamon.web.svg import PAD, WIDTH, Points, sparkline, thin
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -25,13 +25,10 @@ if TYPE_CHECKING:
     from fossamon.web.live import LiveView
     from fossamon.web.trends import SeriesTrail
 
-Points = list[tuple[float, float]]
-
 API_P95 = "API p95"
 API_METRIC, DISK = "api_response_seconds", "system_disk_percent"
 P95_WINDOW = 300.0  # trailing: one reading per endpoint is too few for a p95
 P95_STEP = 15.0  # seconds between two points of the API p95 line (240 an hour at most)
-WIDTH, HEIGHT, PAD = 320, 64, 4  # the sparkline's viewBox; PAD keeps the stroke inside
 
 
 def sparklines(live: LiveView, now: float) -> dict[str, Points]:
@@ -246,7 +243,7 @@ def _figure(title: str, points: Points) -> str:
         head += f'<span class="last">last {_e(_fmt(title, values[-1]))}</span>'
         span = format_duration(round(points[-1][0] - points[0][0]))
         body = (
-            f'{_svg(title, _thin(points, WIDTH - 2 * PAD))}<div class="range">'
+            f'{sparkline(title, thin(points, WIDTH - 2 * PAD))}<div class="range">'
             f'<span class="min">min {_e(_fmt(title, min(values)))}</span>'
             f'<span class="span">{len(points)} readings · {span}</span>'
             f'<span class="max">max {_e(_fmt(title, max(values)))}</span></div>'
@@ -259,46 +256,6 @@ def _figure(title: str, points: Points) -> str:
 
 def _fmt(title: str, value: float) -> str:
     return format_duration(value) if title == API_P95 else f"{value:.1f} %"
-
-
-def _thin(points: Points, columns: int) -> Points:
-    """At most the lowest and highest point of each run of readings a pixel column covers, in
-    time order, and the last point: a spike survives, which keeping every n-th would drop."""
-    if len(points) <= 2 * columns:
-        return points
-    size = -(-len(points) // columns)  # readings per column, rounded up
-    kept: Points = []
-    for chunk in (points[i : i + size] for i in range(0, len(points), size)):
-        kept += sorted({min(chunk, key=itemgetter(1)), max(chunk, key=itemgetter(1))})
-    return kept if kept[-1] == points[-1] else [*kept, points[-1]]
-
-
-def _scale(points: Points) -> list[tuple[float, float]]:
-    """Time left to right over the data's own span, values bottom to top over their range."""
-    first, last = points[0][0], points[-1][0]
-    low, high = min(v for _, v in points), max(v for _, v in points)
-    width, height = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
-    return [
-        (
-            PAD + (t - first) / (last - first) * width if last > first else WIDTH - PAD,
-            PAD + (high - v) / (high - low) * height if high > low else HEIGHT / 2,
-        )
-        for t, v in points
-    ]
-
-
-def _svg(title: str, points: Points) -> str:
-    coords = _scale(points)
-    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-    base = HEIGHT - PAD
-    area = f"{coords[0][0]:.1f},{base} {line} {coords[-1][0]:.1f},{base}"
-    x, y = coords[-1]
-    return (
-        f'<svg class="sparkline" data-series="{_e(title)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'role="img" aria-label="{_e(title)} over the last hour">'
-        f'<polygon class="area" points="{area}"/><polyline class="line" points="{line}"/>'
-        f'<circle class="dot" cx="{x:.1f}" cy="{y:.1f}" r="2.5"/></svg>'
-    )
 
 
 def _collectors(collectors: dict[str, dict[str, Any]], now: float) -> str:

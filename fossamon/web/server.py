@@ -12,17 +12,19 @@ non-loopback bind without either. Every body goes through fossamon.redact before
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import errno
 import hmac
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 from aiohttp import web
 
 from fossamon.redact import redact, redact_json_line
-from fossamon.web.metrics import build_registry, exposition
+from fossamon.web.metrics import Snapshot, build_registry, exposition
 from fossamon.web.page import render_page, sparklines
 from fossamon.web.status import status_document
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SPARKLINE_TTL = 10.0
+STATUS_TTL = 1.0
 
 
 class WebServer:
@@ -48,6 +51,7 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._drawn: tuple[float, dict[str, list[tuple[float, float]]]] | None = None
+        self._status_doc: tuple[float, dict[str, Any]] | None = None
 
     @property
     def address(self) -> str:
@@ -57,17 +61,12 @@ class WebServer:
         """Bind and serve; OSError (the port is taken, the address is not ours) names it."""
         if not self.config.listen:
             return
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
+        await self._ensure_runner()
         try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise OSError(
-                exc.errno, f"cannot listen on {self.config.listen}: {exc.strerror}"
-            ) from None
-        self._runner, self._site = runner, site
+            self._site = await self._bind(self.config)
+        except OSError:
+            await self.stop()
+            raise
         log.info("exporter listening", url=f"http://{self.config.listen}/")
 
     async def stop(self) -> None:
@@ -76,16 +75,65 @@ class WebServer:
         self._runner = self._site = None
 
     async def reconfigure(self, config: ExporterConfig) -> None:
-        """A reload: same address, new credentials apply at once; a new address is bound
-        before the old one is let go, so a failed bind (OSError) leaves the old one serving."""
+        """A reload. The one app (its handlers read `self.config`) stays; only the listening
+        socket moves. New credentials apply at once. A new address is bound before the old
+        one is let go, so a failed bind (OSError) leaves the old one serving, except for the
+        same port on another address of this host, which Linux refuses while the old socket
+        listens: then the old one goes first and comes back if the new one fails."""
         if config.listen == self.config.listen:
             self.config = config
             return
-        successor = WebServer(self.daemon, config)
-        successor.registry = self.registry
-        await successor.start()
-        await self.stop()
-        self.config, self._runner, self._site = config, successor._runner, successor._site
+        if not config.listen:
+            await self.stop()
+            self.config = config
+            return
+        await self._ensure_runner()
+        old = self._site
+        try:
+            site = await self._bind(config)
+        except OSError as exc:
+            if old is None or exc.errno != errno.EADDRINUSE:
+                raise
+            await old.stop()
+            old = self._site = None
+            try:
+                site = await self._bind(config)
+            except OSError:
+                await self._rebind_or_log(self.config)
+                raise
+        if old is not None:
+            await old.stop()
+        self._site, self.config = site, config
+        log.info("exporter listening", url=f"http://{config.listen}/")
+
+    async def _rebind_or_log(self, config: ExporterConfig) -> None:
+        try:
+            self._site = await self._bind(config)
+        except OSError as exc:
+            log.error("the exporter could not go back to its address", error=str(exc))
+
+    async def _ensure_runner(self) -> None:
+        if self._runner is None:
+            runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+            await runner.setup()
+            self._runner = runner
+
+    async def _bind(self, config: ExporterConfig) -> web.TCPSite:
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, config.host, config.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {config.listen}: {exc.strerror}") from None
+        return site
+
+    def _document(self, now: float) -> dict[str, Any]:
+        """/status, built at most once per STATUS_TTL: with a thousand alerts open it takes
+        a few hundred ms of the loop, which a refreshing page or a script polling in a loop
+        must not multiply."""
+        if self._status_doc is None or not 0 <= now - self._status_doc[0] < STATUS_TTL:
+            self._status_doc = (now, status_document(self.daemon, now))
+        return self._status_doc[1]
 
     def _sparklines(self, now: float) -> dict[str, list[tuple[float, float]]]:
         """An hour of 500 ms readings takes tens of ms to draw: at most once per
@@ -114,20 +162,31 @@ class WebServer:
         return web.Response(status=401, text="unauthorised\n", headers={"WWW-Authenticate": scheme})
 
     def _allowed(self, header: str) -> bool:
+        """The credential, compared in constant time; the scheme case-insensitively (RFC 7235).
+        A header that is not UTF-8 is simply wrong, not a server error."""
         config = self.config
+        scheme, _, given = header.partition(" ")
         if config.bearer_token is not None:
-            expected = f"Bearer {config.bearer_token}"
+            wanted_scheme, expected = "bearer", config.bearer_token
         else:
             pair = f"{config.basic_auth_user}:{config.basic_auth_password}".encode()
-            expected = "Basic " + base64.b64encode(pair).decode()
-        return hmac.compare_digest(header.encode(), expected.encode())
+            wanted_scheme, expected = "basic", base64.b64encode(pair).decode()
+        try:
+            given_bytes = given.strip().encode("utf-8")
+        except UnicodeError:
+            return False
+        matches = hmac.compare_digest(given_bytes, expected.encode("utf-8"))
+        return matches and scheme.lower() == wanted_scheme
 
     async def _metrics(self, request: web.Request) -> web.Response:
         self.scrapes += 1
-        body, content_type = exposition(self.registry, request.headers.get("Accept"))
-        return web.Response(
-            body=redact(body.decode()).encode(), headers={"Content-Type": content_type}
-        )
+        # Not redacted as text: every name and label value on /metrics comes from the
+        # config's names or fossamon's code (no message a service sent), and masking a secret
+        # inside the text would corrupt numbers and break the whole scrape.
+        snapshot = Snapshot(list(self.registry.collect()))  # reads the daemon: on the loop
+        accept = request.headers.get("Accept")
+        body, content_type = await asyncio.to_thread(exposition, snapshot, accept)
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         del request
@@ -138,12 +197,11 @@ class WebServer:
 
     async def _status(self, request: web.Request) -> web.Response:
         del request
-        text = orjson.dumps(status_document(self.daemon)).decode()
+        text = orjson.dumps(self._document(time.time())).decode()
         return web.Response(text=redact_json_line(text) + "\n", content_type="application/json")
 
     async def _page(self, request: web.Request) -> web.Response:
         del request
         now = time.time()
-        document = status_document(self.daemon, now)
-        html = render_page(document, self._sparklines(now))
+        html = render_page(self._document(now), self._sparklines(now))
         return web.Response(text=redact(html), content_type="text/html", charset="utf-8")

@@ -2,8 +2,8 @@
 
 The runbook's trend report is average, median, maximum, slope and "increasing?" of CPU,
 memory, disk, API latency and query time. Here it runs over two spans of each series: its
-last 10 readings (cycles) and its last hour, from values kept in memory (two `array('d')`
-per series: 16 bytes a reading, about 6 KB for an hour of a 10 s series). The status page
+last 10 readings (cycles) and its last hour, from values kept in memory (three `array('d')`
+per series: 24 bytes a reading, about 9 KB for an hour of a 10 s series). The status page
 draws its sparklines from the same values.
 
 Which series: the metrics in `TREND_METRICS`, at most `MAX_SERIES` of them (the first ones
@@ -107,7 +107,10 @@ class SeriesTrail:
 
     def add(self, ts: float, value: float) -> None:
         if self.times and ts < self.times[-1]:
-            return  # the wall clock stepped back: keep the trail ordered
+            # The wall clock stepped back: what came before is no timeline any more. Start
+            # over, rather than ignore every reading until the clock is back where it was.
+            for column in (self.times, self.values, self.ordered):
+                del column[:]
         if not self.times or ts - self._origin > REBASE_AFTER:
             self._rebase(ts)
         self.times.append(ts)
@@ -183,7 +186,9 @@ class TrendStore:
                 continue
             trail = self.trails.get(sample.key)
             if trail is None:
-                if len(self.trails) >= self.limit:
+                # The host's own series always get a trail (the page charts them, and CPU's
+                # first reading comes a cycle late): the limit is for endpoints and queries.
+                if len(self.trails) >= self.limit and not sample.name.startswith("system_"):
                     if not self._warned:
                         self._warned = True
                         log.info("trends kept for the first series only", limit=self.limit)
@@ -199,5 +204,6 @@ class TrendStore:
         """(series, last 10 readings, last hour) for every kept series, sorted."""
         out = []
         for key, trail in sorted(self.trails.items()):
+            trail.expire(now)  # "the last 10" of a series that went quiet: from this hour only
             out.append((key, trend(*trail.recent()), trail.hour_trend(now)))
         return out

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from support import Dom, daemon_head, free_port
+from support import CHROMIUM, Dom, chromium_argv, daemon_head, free_port
 
 from fossamon.demo.target import DemoTarget
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 HOSTNAME = "e2e <fossa> & co"  # markup in the host name: the page must show it as text
 SERIES = ("CPU %", "Memory %", "Disk % (/)", "API p95")
 
@@ -145,16 +144,7 @@ async def chromium(tmp_path: Path, *args: str, timeout: float = 60.0) -> bytes:
     """One headless Chromium run in a session of its own; the whole group dies with it."""
     profile = tmp_path / f"chromium-{time.monotonic_ns()}"
     proc = await asyncio.create_subprocess_exec(
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        *args,
+        *chromium_argv(profile, *args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,

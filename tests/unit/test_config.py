@@ -450,7 +450,9 @@ class TestExporter:
         assert exporter.loopback
         assert not exporter.has_auth
 
-    @pytest.mark.parametrize("listen", ["9847", ":9847", "host:", "127.0.0.1:0", "h:70000"])
+    @pytest.mark.parametrize(
+        "listen", ["9847", ":9847", "host:", "127.0.0.1:0", "h:70000", "::1:9847", "[::1]x:9847"]
+    )
     def test_a_bad_listen_names_the_key(self, listen):
         (found,) = problems(f'[exporter]\nlisten = "{listen}"')
         assert found.startswith("test.toml: exporter.listen: must be")

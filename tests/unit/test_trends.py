@@ -65,3 +65,33 @@ def test_the_store_keeps_key_series_only_and_at_most_its_limit():
     assert hour is not None
     assert recent.count == hour.count == 1
     assert key == ("api_response_seconds", (("endpoint", "e0"),))
+
+
+def test_the_hosts_series_get_a_trail_even_when_endpoints_filled_the_limit():
+    store = TrendStore(limit=2)
+    endpoints = tuple(
+        Sample("api_response_seconds", 0.1, make_labels(endpoint=f"e{i}")) for i in range(5)
+    )
+    store.add_batch(Batch("api", T0, 0.0, endpoints))
+    store.add_batch(Batch("system", T0 + 10, 0.0, (Sample("system_cpu_percent", 5.0),)))
+    assert ("system_cpu_percent", ()) in store.trails
+    assert len(store.trails) == 3
+
+
+def test_a_clock_stepping_back_starts_the_trail_over_instead_of_freezing_it():
+    trail = SeriesTrail()
+    for i in range(5):
+        trail.add(T0 + 10 * i, float(i))
+    trail.add(T0 - 3600, 7.0)  # an hour back
+    found = trail.hour_trend(T0 - 3600)
+    assert found is not None
+    assert (found.count, found.average) == (1, 7.0)
+
+
+def test_the_last_10_of_a_series_that_went_quiet_come_from_this_hour_only():
+    store = TrendStore()
+    for i in range(10):
+        store.add_batch(Batch("system", T0 + i, 0.0, (Sample("system_cpu_percent", float(i)),)))
+    ((_, recent, hour),) = store.trends(T0 + 2 * HOUR)
+    assert recent is None
+    assert hour is None
