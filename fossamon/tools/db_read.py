@@ -1,0 +1,136 @@
+"""Reading the monitored database the way the db collector does, for the one-shot `db` tools.
+
+The same opening rules (fossamon/collectors/_sqlite_open.py): the header is sniffed with a
+plain read first (a 0-byte file or a stranger is named for what it is), SQLite opens the file
+`mode=ro` (a wrong path is reported, never created), with `PRAGMA query_only` and an
+authorizer that refuses ATTACH, which (like VACUUM INTO) creates files even on a read-only
+connection. Not `immutable=1`: it returned stale data while the application wrote (FACTS).
+
+Results are stepped through in chunks and counted, never fetched whole, and every statement
+runs under a deadline: a progress handler interrupts it there. Waiting for another
+connection's lock cannot be interrupted, so SQLite's busy timeout is a share of the deadline
+and a blocked statement ends as "locked", not as a timeout that hides the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fossamon.collectors import _sqlite_open as sq
+from fossamon.model import ErrorKind
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+CHUNK_ROWS = 500
+_BUSY_SHARE = 0.9
+# SQLite calls the handler every this many virtual-machine instructions: about every 0.1 ms,
+# often enough to stop on time and rare enough to cost nothing measurable.
+_PROGRESS_INSTRUCTIONS = 10_000
+_PROBE_SQL = "SELECT 1 FROM sqlite_master LIMIT 1"
+
+
+class DatabaseProblemError(Exception):
+    """The file cannot be read as a database; the message says why, for an operator."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class QueryTimeoutError(Exception):
+    """The statement was interrupted at its deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class CountedRun:
+    seconds: float
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOnlyDatabase:
+    conn: sqlite3.Connection
+    path: str
+    wal: bool
+
+    def describe(self, exc: sqlite3.Error) -> tuple[ErrorKind, str]:
+        """The collector's kinds and messages ("locked", "readonly_shm", …) for a failure."""
+        return sq.classify(exc, path=self.path, wal=self.wal, fallback=ErrorKind.SQL)
+
+
+@contextlib.contextmanager
+def open_readonly(path: str, timeout: float) -> Iterator[ReadOnlyDatabase]:
+    """A read-only connection to `path`, probed within `timeout`; raises DatabaseProblemError."""
+    try:
+        sniffed = sq.sniff(path)
+    except sq.OpenProblemError as problem:
+        raise DatabaseProblemError(problem.kind, problem.message) from problem
+    # Closed before SQLite opens the file: closing any descriptor of a file releases all of
+    # this process's POSIX locks on it, so it must not outlive the check into SQLite's use.
+    sniffed.file.close()
+
+    def as_problem(exc: sqlite3.Error) -> DatabaseProblemError:
+        kind, message = sq.classify(exc, path=path, wal=sniffed.wal, fallback=ErrorKind.OTHER)
+        return DatabaseProblemError(kind, message)
+
+    try:
+        # isolation_level=None: Python's sqlite3 never issues an implicit BEGIN on our behalf.
+        conn = sqlite3.connect(sq.readonly_uri(path), uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise as_problem(exc) from exc
+    try:
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            conn.set_authorizer(sq.deny_attach)
+            run_counted(conn, _PROBE_SQL, timeout)
+        except sqlite3.Error as exc:
+            raise as_problem(exc) from exc
+        except QueryTimeoutError as exc:
+            message = f"reading the schema took over {timeout:g}s"
+            raise DatabaseProblemError(ErrorKind.TIMEOUT, message) from exc
+        yield ReadOnlyDatabase(conn, path, sniffed.wal)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def deadline(conn: sqlite3.Connection, limit: float) -> Iterator[None]:
+    """Statements stepped inside are interrupted `limit` seconds from now, which raises
+    QueryTimeoutError; a lock is waited for at most a share of it."""
+    ends = time.monotonic() + limit
+    conn.execute(f"PRAGMA busy_timeout = {int(limit * 1000 * _BUSY_SHARE)}")
+
+    def past_deadline() -> int:
+        return int(time.monotonic() > ends)  # non-zero: SQLite interrupts the statement
+
+    conn.set_progress_handler(past_deadline, _PROGRESS_INSTRUCTIONS)
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if sq.is_interrupt(exc):
+            raise QueryTimeoutError(f"interrupted after {limit:g}s") from exc
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+def run_counted(conn: sqlite3.Connection, sql: str, limit: float) -> CountedRun:
+    """Run one statement to its end under a deadline, counting the rows it returns.
+
+    Raises QueryTimeoutError when interrupted at the deadline, sqlite3.Error otherwise.
+    """
+    with deadline(conn, limit):
+        started = time.perf_counter()
+        rows = 0
+        # Closing the cursor (leaving the block) ends the statement, which releases the shared
+        # lock a half-read result would otherwise hold against the application's writers.
+        with contextlib.closing(conn.execute(sql)) as cursor:
+            while chunk := cursor.fetchmany(CHUNK_ROWS):
+                rows += len(chunk)
+        return CountedRun(time.perf_counter() - started, rows)
