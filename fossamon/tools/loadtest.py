@@ -144,6 +144,11 @@ def _execute(plan: Plan, report_path: str | None) -> int:
     from fossamon.tools.loadtest_processes import WorkerFailedError, run_plan  # noqa: PLC0415
     from fossamon.tools.loadtest_report import build_report, render  # noqa: PLC0415
 
+    if report_path not in (None, "-"):
+        problem = _unwritable(report_path)
+        if problem is not None:  # before the run, not after a long one
+            print(f"fossamon loadtest: cannot write {report_path}: {problem}", file=sys.stderr)
+            return EX_CANTCREAT
     names = ", ".join(f"{ep.method} {ep.name}" for ep in plan.endpoints)
     print(f"fossamon loadtest: {names} (from {plan.source})", file=sys.stderr)
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
@@ -166,13 +171,46 @@ def _execute(plan: Plan, report_path: str | None) -> int:
         print(render(report))
         if report_path is not None:
             try:
-                Path(report_path).write_text(text, encoding="utf-8")
+                _write_atomically(Path(report_path), text)
             except OSError as exc:
                 print(f"fossamon loadtest: cannot write {report_path}: {exc}", file=sys.stderr)
                 return EX_CANTCREAT
     if result.stopped:
         return EX_INTERRUPTED
     return EX_OK if report["verdict"]["passed"] else EX_FAILED
+
+
+def _unwritable(path: str) -> str | None:
+    """Why the report cannot be written at `path` (None: it can), found by creating and
+    removing a file beside it, as the final write does."""
+    import tempfile  # noqa: PLC0415
+
+    target = Path(path)
+    if target.is_dir():
+        return "is a directory"
+    try:
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}."):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A temporary file beside `path`, renamed over it: never a half-written report."""
+    import tempfile  # noqa: PLC0415
+
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would create it, not mkstemp's 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        Path(temp).replace(path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 def _plan(args: argparse.Namespace) -> Plan | None:

@@ -13,6 +13,10 @@ needs and no more, at roughly 0.03 ms per request:
   which handles Content-Length, chunked bodies and `Connection: close`;
 - bodies are counted, never kept; redirects are not followed (a load test measures the URL
   it was given); nothing is compressed, no cookies are kept, no proxy is used;
+- credentials in the URL (`http://user:pw@host/`) are sent as Basic auth, as aiohttp does
+  (unless a header sets `Authorization`); a body delimited by the server closing the
+  connection (HTTP/1.0, or `Connection: close` with neither a length nor chunks) is a
+  response; interim 1xx responses (103 Early Hints) are skipped;
 - one deadline per request covers connecting, sending and the whole response; deadlines are
   checked every 50 ms (or a quarter of the shortest timeout), not by a timer per request.
 """
@@ -20,6 +24,7 @@ needs and no more, at roughly 0.03 ms per request:
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import socket
 import ssl
@@ -30,7 +35,7 @@ import httptools
 from yarl import URL
 
 from fossamon import __version__
-from fossamon.collectors._http_checks import address, is_reset
+from fossamon.collectors._http_checks import _os_reason, address, connect_failure, is_reset
 from fossamon.model import ErrorKind
 
 if TYPE_CHECKING:
@@ -75,6 +80,10 @@ def encode_request(endpoint: Endpoint) -> bytes:
         lines.append(f"Host: {host}")
     if "user-agent" not in given:
         lines.append(f"User-Agent: fossamon/{__version__}")
+    if url.user is not None and "authorization" not in given:
+        # as aiohttp does with credentials in the URL; UTF-8 as RFC 7617 recommends
+        secret = base64.b64encode(f"{url.user}:{url.password or ''}".encode()).decode()
+        lines.append(f"Authorization: Basic {secret}")
     lines.extend(f"{name}: {value}" for name, value in endpoint.headers)
     body = endpoint.body or b""
     if body or endpoint.method in _METHODS_WITH_BODY:
@@ -210,16 +219,22 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._head = False
         self._got_headers = False
+        self._delimited = False  # the response has a Content-Length or chunks
+        self._interim = False  # the message being parsed is a 1xx before the real response
         self.closed = False
 
     async def send(self, target: _Target, deadline: float) -> tuple[int, int]:
-        if target.head:
+        if target.head or self._head:
             # llhttp cannot know that a reply to HEAD has no body despite its Content-Length:
-            # the reply ends with its headers, and the next one needs a fresh parser.
+            # the reply ends with its headers. The parser of the exchange before a HEAD may be
+            # mid-message, and the one after a HEAD still expects that Content-Length's body:
+            # either way, a fresh parser.
             self._parser = httptools.HttpResponseParser(self)
         self._size = 0
         self._head = target.head
         self._got_headers = False
+        self._delimited = False
+        self._interim = False
         waiter: asyncio.Future[tuple[int, int]] = self._loop.create_future()
         self._waiter = waiter
         self._target = target
@@ -258,6 +273,17 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if (
+            exc is None
+            and self._got_headers
+            and not self._delimited
+            and not self._interim
+            and not self._head
+        ):
+            # a body delimited by the end of the connection (HTTP/1.0, or `Connection: close`
+            # with neither a length nor chunks): the server closing it ends the response
+            self._complete()
+            return
         if self._waiter is not None and not self._waiter.done():
             error = ClosedEarlyError(self._got_headers)
             error.__cause__ = exc
@@ -273,7 +299,16 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
 
+    def on_header(self, name: bytes, _value: bytes) -> None:
+        if len(name) in (14, 17) and name.lower() in (b"content-length", b"transfer-encoding"):
+            self._delimited = True
+
     def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # an interim response (100 Continue, 103 Early Hints): the real one follows
+            self._interim = True
+            return
         self._got_headers = True
         if self._head:
             self._complete()
@@ -282,6 +317,11 @@ class _Connection(asyncio.Protocol):
         self._size += len(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            self._size = 0
+            self._delimited = False
+            return
         if not self._head:
             self._complete()
 
@@ -297,15 +337,21 @@ class _Connection(asyncio.Protocol):
 
 
 def classify(exc: Exception, target: _Target) -> tuple[ErrorKind, str]:
-    """The api collector's kinds, for errors as asyncio's streams raise them."""
+    """The api collector's kinds, for errors as asyncio's streams raise them.
+
+    TLS failures go through the collector's own `connect_failure` (same kind, same reason
+    text). DNS and refusal do not, and cannot without pretending: `connect_failure` reads
+    `host`, `port` and `os_error` off an `aiohttp.ClientConnectorError`, which only aiohttp's
+    connector builds (from its `ConnectionKey`); this client gets the bare `OSError` from
+    `loop.create_connection`. The wording below is the collector's, with its `_os_reason`."""
     where = target.address
     kind, message = ErrorKind.OTHER, f"{where}: {type(exc).__name__}: {exc}"
     if isinstance(exc, TimeoutError):
         kind, message = ErrorKind.TIMEOUT, str(exc) or f"no response from {where} in time"
     elif isinstance(exc, socket.gaierror):
-        kind, message = ErrorKind.DNS, f"cannot resolve {target.origin[1]}: {exc.strerror}"
-    elif isinstance(exc, ssl.SSLError | ssl.CertificateError):
-        kind, message = ErrorKind.TLS, f"TLS with {where} failed: {exc}"
+        kind, message = ErrorKind.DNS, f"cannot resolve {target.origin[1]}: {_os_reason(exc)}"
+    elif isinstance(exc, ssl.SSLError):  # ssl.CertificateError is an SSLError
+        kind, message = connect_failure(exc, where)
     elif isinstance(exc, ConnectionRefusedError):
         kind, message = ErrorKind.REFUSED, f"connection refused to {where}"
     elif isinstance(exc, ClosedEarlyError):

@@ -141,6 +141,8 @@ def _run_spawned(
             pipe.send(("go", start_at))
         return _collect(pipes, processes, counts, stop, progress)
     finally:
+        # the run is over, or failed (a worker did): whoever still runs stops sending now
+        stop.set()
         # Pipes first: a worker still waiting for "go" (the parent failed or was interrupted
         # while starting) then reads EOF and ends, instead of waiting out the grace.
         for pipe in pipes:
@@ -211,6 +213,7 @@ def worker_main(plan: Plan, share: Share, pipe: Connection, counts: Any, stop: E
         counts[share.index] = completed
         return stop.is_set()
 
+    done = False
     try:
         pipe.send(("ready", None))
         try:
@@ -222,8 +225,12 @@ def worker_main(plan: Plan, share: Share, pipe: Connection, counts: Any, stop: E
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             result = runner.run(run_share(plan, share, start_at=start_at, poll=poll))
         pipe.send(("done", result.to_json()))
+        done = True
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the run
         with contextlib.suppress(OSError):
             pipe.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
+        if not done:
+            # the run fails without this share: the other processes stop now, not at the end
+            stop.set()
         pipe.close()

@@ -5,6 +5,13 @@ per-scenario rates, overstating the real rate by 2x with two scenarios). Percent
 from the merged histogram of every response (any status); requests that got no response
 have no latency and are counted as errors instead. A run in which every request failed
 still has a report: its latencies are `null`, and its verdict fails.
+
+Open model: requests that fell due but were never sent (every worker still busy when the
+duration ended) count against success (`ok / (sent + unsent)`) and fail the verdict on their
+own ("unsent" check): a target too slow to take the rate must not pass on the few requests
+it did answer. They get no latency (none was measured; the requests sent after a stall carry
+the queueing). A run stopped early (Ctrl-C) leaves its unsent requests out of both: the
+operator, not the target, stopped them.
 """
 
 from __future__ import annotations
@@ -46,10 +53,12 @@ def latency_ms(histogram: Histogram) -> dict[str, float | None]:
     return figures
 
 
-def summarize(tally: Tally, wall_seconds: float) -> dict[str, Any]:
+def summarize(tally: Tally, wall_seconds: float, unsent: int = 0) -> dict[str, Any]:
+    """The figures of a tally; `unsent` (overall only) counts against success."""
     wall = max(wall_seconds, 1e-9)
     data = tally.to_json()
     latency = data.pop("latency")
+    planned = tally.requests + unsent
     return {
         "requests": tally.requests,
         "ok": tally.ok,
@@ -60,7 +69,7 @@ def summarize(tally: Tally, wall_seconds: float) -> dict[str, Any]:
         "bytes": tally.bytes,
         "rps": round(tally.requests / wall, 3),
         "ok_rps": round(tally.ok / wall, 3),
-        "success_percent": (round(100 * tally.ok / tally.requests, 4) if tally.requests else None),
+        "success_percent": (round(100 * tally.ok / planned, 4) if planned else None),
         "latency_ms": latency_ms(tally.latency),
         "latency_histogram_us": latency,
     }
@@ -69,14 +78,20 @@ def summarize(tally: Tally, wall_seconds: float) -> dict[str, Any]:
 def verdict(overall: dict[str, Any], kpi: Kpi) -> list[Check]:
     p95 = overall["latency_ms"]["p95"]
     limit_ms = kpi.max_p95 * 1000
+    unsent = overall.get("unsent", 0)
     if p95 is None:
         p95_check = Check("p95", passed=False, text=f"p95 latency: no responses (< {limit_ms:g}ms)")
     else:
-        p95_check = Check("p95", p95 < limit_ms, f"p95 latency {p95:g}ms < {limit_ms:g}ms")
+        text = f"p95 latency {p95:g}ms < {limit_ms:g}ms"
+        responses, total = overall.get("responses"), overall.get("requests", 0) + unsent
+        if responses is not None and responses < total:
+            # failures without a response (and unsent requests) have no latency
+            text += f" (covers the responses only: {responses:,} of {total:,} requests)"
+        p95_check = Check("p95", p95 < limit_ms, text)
     rps = overall["rps"]
     success = overall["success_percent"]
     shown = "no requests" if success is None else f"{success:.2f}%"
-    return [
+    checks = [
         p95_check,
         Check("rps", rps >= kpi.min_rps, f"throughput {rps:,.1f} req/s >= {kpi.min_rps:g}"),
         Check(
@@ -85,13 +100,22 @@ def verdict(overall: dict[str, Any], kpi: Kpi) -> list[Check]:
             f"success {shown} >= {kpi.min_success:g}%",
         ),
     ]
+    if unsent:
+        planned = overall.get("requests", 0) + unsent
+        checks.append(
+            Check("unsent", passed=False, text=f"{unsent:,} of {planned:,} planned requests unsent")
+        )
+    return checks
 
 
 def build_report(plan: Plan, result: RunResult, started_at: str) -> dict[str, Any]:
     overall_tally = Tally()
     for tally in result.tallies:
         overall_tally.merge(tally)
-    overall = summarize(overall_tally, result.wall_seconds)
+    # stopped early (Ctrl-C): what was not sent is the operator's doing, not the target's
+    unsent = 0 if result.stopped else result.unsent
+    overall = summarize(overall_tally, result.wall_seconds, unsent)
+    overall["unsent"] = unsent
     checks = verdict(overall, plan.kpi)
     endpoints = [
         {
@@ -165,13 +189,18 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"status codes: {codes or 'none (no response at all)'}")
     for kind, n in overall["errors"].items():
         lines.append(f"errors: {kind} x {n:,} (first: {overall['error_messages'][kind]})")
-    if report["unsent"]:
-        lines.append(
-            f"unsent: {report['unsent']:,} requests fell due but every worker was still busy "
-            "(the target did not keep up with --rate; raise --concurrency to send them)"
-        )
     if report["stopped_early"]:
         lines.append("stopped early (interrupted): the figures cover what was sent")
+        if report["unsent"]:
+            lines.append(f"unsent: {report['unsent']:,} requests (stopped before they were sent)")
+    elif report["unsent"] and report["model"] == "open":
+        lines.append(
+            f"unsent: {report['unsent']:,} requests fell due but every worker was still busy "
+            "(the target did not keep up with --rate; raise --concurrency to send them); "
+            "they count as failed: success and the verdict include them"
+        )
+    elif report["unsent"]:
+        lines.append(f"unsent: {report['unsent']:,} requests; success and the verdict include them")
     lines.append("")
     lines.append("KPIs:")
     lines.extend(

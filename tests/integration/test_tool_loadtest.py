@@ -8,6 +8,7 @@ runs as a subprocess, as an operator runs it, while the server runs on the test'
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -494,6 +495,145 @@ class TestLeanClient:
         reset = await self.run(lean_plan(server.url + "/reset", 3))
         assert reset.errors == {"refused": 3}
         assert "closed before a response" in reset.messages["refused"]
+
+
+class RawServer:
+    """Canned HTTP/1.1 bytes by path (after the reviewer's rawserver.py), on the test's loop:
+    the replies aiohttp's server would never send (no length, 1xx, HEAD with a length)."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.url = ""
+        self.requests = 0
+        self.authorization: list[str] = []
+
+    REPLIES = {  # noqa: RUF012 - read only
+        "/h1000": b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"y" * 1000,
+        "/201": b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nabcde",
+        "/103": b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    }
+    CLOSING = {  # noqa: RUF012 - read only; the body ends when the connection does
+        "/close-eof": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello world",
+        "/http10": b"HTTP/1.0 200 OK\r\n\r\nhello",
+    }
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(10_000):  # bounded: one connection never serves more
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests += 1
+                method, path, _ = head.split(b"\r\n", 1)[0].decode().split(" ")
+                for line in head.split(b"\r\n")[1:]:
+                    if line.lower().startswith(b"authorization:"):
+                        self.authorization.append(line.split(b":", 1)[1].strip().decode())
+                if path in self.CLOSING:
+                    writer.write(self.CLOSING[path])
+                    await writer.drain()
+                    return
+                reply = self.REPLIES.get(path, b"HTTP/1.1 404 NF\r\nContent-Length: 0\r\n\r\n")
+                if method == "HEAD":  # the headers (with the Content-Length), no body
+                    reply = reply.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+async def raw():
+    srv = RawServer()
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+class TestLeanClientRaw:
+    """The lean client against replies written byte by byte."""
+
+    async def run(self, plan: Plan, workers: int = 1):
+        share = Share(0, 1, workers, plan.requests)
+        result = await run_share(plan, share, start_at=time.monotonic())
+        return result.tallies
+
+    async def test_head_and_get_alternate_on_one_connection(self, raw):
+        # after a HEAD whose reply has a Content-Length, the next reply is not its body
+        endpoints = (
+            Endpoint("head", f"{raw.url}/h1000", method="HEAD", timeout=0.5),
+            Endpoint("get", f"{raw.url}/201", timeout=0.5, expect_status=(201,)),
+        )
+        plan = Plan(endpoints=endpoints, requests=40, duration=None, concurrency=1)
+        head, get = await self.run(plan)
+        assert (head.requests, head.ok, head.errors, head.bytes) == (20, 20, {}, 0)
+        assert (get.requests, get.ok, get.errors, get.bytes) == (20, 20, {}, 100)
+        assert raw.requests == 40
+
+    @pytest.mark.parametrize(("path", "size"), [("/close-eof", 11), ("/http10", 5)])
+    async def test_a_body_ended_by_closing_the_connection_is_a_response(self, raw, path, size):
+        (tally,) = await self.run(lean_plan(raw.url + path, 6, timeout=1.0), workers=2)
+        assert (tally.requests, tally.ok, tally.errors) == (6, 6, {}), tally.messages
+        assert (tally.statuses, tally.bytes) == ({200: 6}, 6 * size)
+
+    async def test_an_interim_1xx_response_is_skipped(self, raw):
+        (tally,) = await self.run(lean_plan(raw.url + "/103", 10, timeout=1.0))
+        assert (tally.ok, tally.statuses, tally.bytes, tally.errors) == (10, {200: 10}, 20, {})
+
+    async def test_credentials_in_the_url_are_sent_as_basic_auth(self, raw):
+        url = raw.url.replace("//", "//us%3Aer:p%40ss@") + "/201"
+        plan = lean_plan(url, 2)
+        plan = Plan(endpoints=(replace(plan.endpoints[0], expect_status=(201,)),), requests=2)
+        (tally,) = await self.run(plan)
+        assert tally.ok == 2
+        assert raw.authorization == ["Basic " + base64.b64encode(b"us:er:p@ss").decode()] * 2
+
+    async def test_tls_failures_are_named_as_the_collector_names_them(self, server):
+        # https to a plain-HTTP server (it answers the ClientHello with a 400): the reason
+        (tally,) = await self.run(lean_plan(server.url.replace("http:", "https:") + "/", 1))
+        assert tally.errors == {"tls": 1}
+        message = tally.messages["tls"]
+        assert message.startswith(f"TLS with {server.url[7:]} failed: "), message
+        assert "_ssl.c" not in message  # the reason, not the C source location
+
+
+async def test_an_unwritable_report_path_is_refused_before_the_run(tmp_path, server):
+    bad = tmp_path / "no-such-dir" / "r.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fossamon",
+        "loadtest",
+        "--url",
+        f"{server.url}/fast",
+        "--duration",
+        "30s",
+        "--processes",
+        "1",
+        "--report",
+        str(bad),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 73, err.decode()
+    assert f"cannot write {bad}" in err.decode()
+    assert server.hits == {}  # nothing was sent
 
 
 async def test_ctrl_c_stops_sending_and_still_reports(tmp_path, server):

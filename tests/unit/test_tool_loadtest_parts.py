@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -425,3 +426,94 @@ class TestReport:
         assert [t.requests for t in merged.tallies] == [3, 1]
         assert merged.cpu_seconds == 0.5
         assert merged.workers == 4
+
+
+class TestUnsentAndPartialLatency:
+    """Open model: what was never sent counts; p95 says what it covers."""
+
+    OPEN = Plan(endpoints=(Endpoint("a", "http://127.0.0.1/a"),), rate=100.0, duration=2.0)
+
+    def result(self, tally: Tally, unsent: int, *, stopped: bool = False) -> RunResult:
+        return dataclasses.replace(run_result([tally]), unsent=unsent, stopped=stopped)
+
+    def test_unsent_requests_fail_success_and_the_verdict(self):
+        # a 300 ms endpoint at --rate 100 --concurrency 2 for 2 s: 14 sent, 186 unsent
+        report = build_report(self.OPEN, self.result(tally_with([200] * 14, []), 186), "t")
+        overall = report["overall"]
+        assert overall["success_percent"] == 7.0
+        assert overall["unsent"] == 186
+        assert not report["verdict"]["passed"]
+        failed = {c["name"] for c in report["verdict"]["checks"] if not c["passed"]}
+        assert {"success", "unsent"} <= failed
+        text = render(report)
+        assert "FAIL  186 of 200 planned requests unsent" in text
+        assert "raise --concurrency" in text
+        assert text.endswith("verdict: FAIL")
+
+    def test_the_concurrency_hint_is_only_for_an_open_model_that_did_not_keep_up(self):
+        stopped = build_report(
+            self.OPEN, self.result(tally_with([200] * 14, []), 186, stopped=True), "t"
+        )
+        assert stopped["overall"]["success_percent"] == 100.0  # Ctrl-C: not the target's fault
+        assert "raise --concurrency" not in render(stopped)
+        budget = Plan(endpoints=self.OPEN.endpoints, requests=200, duration=None)
+        closed = build_report(
+            budget, self.result(tally_with([200] * 14, []), 186, stopped=True), "t"
+        )
+        assert "raise --concurrency" not in render(closed)
+
+    def test_p95_says_it_covers_the_responses_only(self):
+        tally = tally_with([200] * 90, [ErrorKind.TIMEOUT] * 10)
+        report = build_report(self.OPEN, self.result(tally, 0), "t")
+        (p95,) = [c for c in report["verdict"]["checks"] if c["name"] == "p95"]
+        assert p95["text"].endswith("(covers the responses only: 90 of 100 requests)")
+        assert "90 of 100 requests" in render(report)
+        whole = build_report(self.OPEN, self.result(tally_with([200] * 5, []), 0), "t")
+        assert "covers" not in render(whole)
+
+
+class TestReportFile:
+    def test_the_report_is_written_atomically(self, tmp_path, monkeypatch):
+        from fossamon.tools import loadtest
+
+        target = tmp_path / "r.json"
+        target.write_text("old")
+        assert loadtest._unwritable(str(target)) is None
+        assert loadtest._unwritable(str(tmp_path)) == "is a directory"
+        assert loadtest._unwritable(str(tmp_path / "missing" / "r.json")) is not None
+
+        def fail(*_args):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(Path, "replace", fail)
+        with pytest.raises(OSError, match="No space"):
+            loadtest._write_atomically(target, "new")
+        assert target.read_text() == "old"  # never half-written
+        monkeypatch.undo()
+        loadtest._write_atomically(target, "new")
+        assert target.read_text() == "new"
+        assert [f.name for f in tmp_path.iterdir()] == ["r.json"]  # no temporary left
+
+
+class TestWorkerProcess:
+    def test_a_failing_worker_stops_the_others(self, monkeypatch):
+        import multiprocessing
+        import threading
+        import time
+
+        from fossamon.tools import loadtest_processes
+
+        async def broken(*_args, **_kwargs):
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(loadtest_processes, "run_share", broken)
+        monkeypatch.setattr(loadtest_processes.signal, "signal", lambda *_: None)
+        parent, child = multiprocessing.Pipe()
+        stop = threading.Event()
+        plan = Plan(endpoints=(Endpoint("a", "http://127.0.0.1:9/"),), requests=1)
+        share = split(plan)[0]
+        parent.send(("go", time.monotonic()))
+        loadtest_processes.worker_main(plan, share, child, [0], stop)
+        assert parent.recv() == ("ready", None)
+        assert parent.recv() == ("error", "RuntimeError: boom")
+        assert stop.is_set()  # the other processes hear it at their next poll
