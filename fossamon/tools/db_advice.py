@@ -3,7 +3,9 @@
 Two advisors. The sqlite3 shell's `.expert` (Debian package `sqlite3`) is SQLite's own: given
 a statement it prints the `CREATE INDEX`es that would help and the plan they would give. It
 runs on the monitored file opened `-readonly` through a `mode=ro` URI, and reads only the
-schema. Without the shell, the plan advisor does the same kind of what-if search in Python:
+schema; the statement is handed to it only once Python has prepared it and found that it only
+reads, and only output in `.expert`'s shape is taken as advice (expert_advice).
+Without the shell, the plan advisor does the same kind of what-if search in Python:
 for each full scan, automatic index or sort in the plan, it tries an index on each column the
 query reads (in the in-memory schema copy) and keeps, one at a time, the index that makes the
 plan cheapest, until none improves it.
@@ -11,12 +13,14 @@ plan cheapest, until none improves it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import sqlite3
 import subprocess
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from fossamon.collectors import _sqlite_open as sq
 from fossamon.tools.db_plan import PlanCost, plan_cost, render_plan
@@ -30,6 +34,9 @@ PLAN = "plan"
 _NO_NEW_INDEXES = "(no new indexes)"
 # The shell needs no time of its own worth counting; this covers starting it on a slow disk.
 _SHELL_START_SECONDS = 5.0
+# `.expert`'s advice is a few lines; more than this is something else (a result being printed).
+_OUTPUT_CAP = 256 * 1024
+_BUSY_SHARE = 0.9
 # A line the shell would take as one of its dot-commands (`.shell`, `.output FILE`): never
 # sent to it. Inside a statement such a line is SQL, but refusing it outright is simpler
 # than proving where each statement ends.
@@ -51,10 +58,19 @@ class Advice:
 
 
 def expert_advice(shell: str, path: str, sql: str, timeout: float) -> Advice:
-    """`.expert`'s recommendation for `sql`; raises AdviceError."""
+    """`.expert`'s recommendation for `sql`; raises AdviceError.
+
+    The shell cannot run `.expert` under `-safe` ("Cannot run experimental commands such as
+    "expert" in safe mode", 3.40), and where `.expert` cannot start (an application-defined
+    collation or function in the schema, a busy database) it goes on to run the statement
+    itself. So the statement is first prepared in Python, where it must be one statement that
+    only reads (check_reads_only); the shell waits for locks (`.timeout`); and only output in
+    `.expert`'s own shape, with nothing on stderr, is taken as advice.
+    """
     if _SHELL_COMMAND_LINE.search(sql):
         raise AdviceError("a line of the statement starts with '.' or '#' (a shell command)")
     statement = sql.rstrip().rstrip(";")
+    check_reads_only(path, statement, timeout)
     command = [
         shell,
         "-batch",  # no prompts, no history file
@@ -62,39 +78,135 @@ def expert_advice(shell: str, path: str, sql: str, timeout: float) -> Advice:
         "-init",  # instead of ~/.sqliterc, which could turn on anything
         "/dev/null",
         "-readonly",
+        "-cmd",  # the shell has no busy timeout of its own: a lock would fail .expert at once
+        f".timeout {int(timeout * 1000 * _BUSY_SHARE)}",
         sq.readonly_uri(path),
     ]
-    try:
-        done = subprocess.run(  # noqa: S603 - the shell's path is ours; the SQL goes on stdin
-            command,
-            input=f".expert\n{statement};\n",
-            capture_output=True,
-            text=True,
-            timeout=timeout + _SHELL_START_SECONDS,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AdviceError(f".expert took over {timeout:g}s") from exc
-    except OSError as exc:
-        raise AdviceError(f"cannot run {shell}: {exc.strerror or exc}") from exc
-    if done.returncode != 0:
-        said = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
+    code, out, err = _run_capped(
+        command, f".expert\n{statement};\n", timeout + _SHELL_START_SECONDS
+    )
+    if code is None:
+        raise AdviceError(f".expert took over {timeout:g}s")
+    if len(out) > _OUTPUT_CAP:
+        raise AdviceError(f".expert printed over {_OUTPUT_CAP} bytes: not its advice")
+    said = err.decode(errors="replace").strip()
+    if code != 0 or said:
+        said = said or out.decode(errors="replace").strip()[:200] or f"exit status {code}"
         raise AdviceError(f".expert failed: {said}")
-    return _parse_expert(done.stdout)
+    return _parse_expert(out.decode(errors="replace"))
+
+
+def _run_capped(command: list[str], stdin: str, limit: float) -> tuple[int | None, bytes, bytes]:
+    """Exit status (None: killed at `limit`), stdout and stderr, each read to at most one
+    byte over _OUTPUT_CAP; the shell is killed once it prints more."""
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - the shell's path is ours; the SQL goes on stdin
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise AdviceError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
+    read: dict[str, bytes] = {}
+
+    def drain(name: str, stream: IO[bytes]) -> None:
+        got = b""
+        while len(got) <= _OUTPUT_CAP and (chunk := stream.read(65536)):
+            got += chunk
+        read[name] = got
+        if len(got) > _OUTPUT_CAP:
+            proc.kill()
+        stream.close()
+
+    readers = [
+        threading.Thread(target=drain, args=(name, stream), daemon=True)
+        for name, stream in (("out", proc.stdout), ("err", proc.stderr))
+        if stream is not None
+    ]
+    for reader in readers:
+        reader.start()
+    assert proc.stdin is not None  # stdin=PIPE
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.write(stdin.encode())
+        proc.stdin.close()
+    code: int | None
+    try:
+        code = proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    for reader in readers:
+        reader.join(timeout=1.0)
+    return code, read.get("out", b""), read.get("err", b"")
+
+
+# Actions a statement may need to be handed to the shell: reading, nothing else.
+_READ_ACTIONS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+# Functions the shell has and a read could still misuse (files, extensions).
+_DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
+
+
+# The first keyword, after any comments: a query, or nothing goes to the shell.
+_READ_START = re.compile(
+    r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*(?:SELECT|WITH|VALUES)\b", re.IGNORECASE | re.DOTALL
+)
+
+
+def check_reads_only(path: str, statement: str, timeout: float) -> None:
+    """Prepare `statement` on `path` (read-only) with an authorizer that allows only reads;
+    raises AdviceError unless it is one statement that only reads."""
+    if not _READ_START.match(statement):
+        # VACUUM (INTO) and PRAGMA ask the authorizer nothing when prepared
+        raise AdviceError(
+            "not handed to the sqlite3 shell: not a query (it must start with SELECT, WITH "
+            "or VALUES)"
+        )
+    refused: list[str] = []
+
+    def reads_only(action: int, arg1: str | None, arg2: str | None, *_: str | None) -> int:
+        name = (arg2 or "").lower() if action == sqlite3.SQLITE_FUNCTION else ""
+        if action not in _READ_ACTIONS or name in _DENIED_FUNCTIONS:
+            refused.append(name or f"action {action} ({arg1 or ''})")
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    try:
+        with contextlib.closing(
+            sqlite3.connect(sq.readonly_uri(path), uri=True, isolation_level=None)
+        ) as conn:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000 * _BUSY_SHARE)}")
+            conn.execute("PRAGMA query_only = 1")
+            conn.set_authorizer(reads_only)
+            # EXPLAIN prepares the statement (the authorizer sees all it would do) and lists
+            # its instructions without running it; a second statement is refused by Python.
+            with contextlib.closing(conn.execute(f"EXPLAIN {statement}")):
+                pass
+    except (sqlite3.Error, sqlite3.Warning) as exc:
+        why = f" ({', '.join(refused)})" if refused else ""
+        raise AdviceError(
+            f"not handed to the sqlite3 shell: not one statement that only reads{why}: {exc}"
+        ) from exc
+
+
+# `.expert` prints the indexes (or "(no new indexes)"), a blank line, then the plan.
+_EXPERT_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON \S", re.IGNORECASE)
 
 
 def _parse_expert(output: str) -> Advice:
-    """`.expert` prints the indexes (or "(no new indexes)"), a blank line, then the plan."""
-    indexes, plan = [], []
-    for line in output.splitlines():
-        stripped = line.strip()
-        if stripped.upper().startswith("CREATE "):
-            indexes.append(stripped)
-        elif stripped and stripped != _NO_NEW_INDEXES:
-            plan.append(line.rstrip())
-    if not plan:
-        raise AdviceError(f".expert printed no plan: {output.strip()!r}")
-    return Advice(EXPERT, tuple(indexes), tuple(plan))
+    """`.expert`'s output, accepted only in its own shape; raises AdviceError otherwise (the
+    shell printed something else: the statement's rows, or a message)."""
+    lines = [line.rstrip() for line in output.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if "" not in lines:
+        raise AdviceError(f".expert's output is not its advice: {output.strip()[:200]!r}")
+    split = lines.index("")
+    head, plan = lines[:split], [line for line in lines[split + 1 :] if line]
+    no_indexes = head == [_NO_NEW_INDEXES]
+    if not plan or not head or not (no_indexes or all(_EXPERT_INDEX.match(x) for x in head)):
+        raise AdviceError(f".expert's output is not its advice: {output.strip()[:200]!r}")
+    return Advice(EXPERT, () if no_indexes else tuple(head), tuple(plan))
 
 
 def plan_advice(whatif: WhatIfSchema, sql: str) -> Advice:
@@ -216,6 +328,8 @@ class Advisor:
         try:
             return plan_advice(whatif, sql), note
         except AdviceError as exc:
+            if note is not None:  # both failed: say why for each
+                return None, f"{note}, but {exc}"
             return None, str(exc)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
 import time
 from dataclasses import dataclass
 
@@ -90,6 +91,7 @@ class StatementCounter:
             "sqlite3_step": ([pointer], ctypes.c_int),
             "sqlite3_stmt_status": ([pointer, ctypes.c_int, ctypes.c_int], ctypes.c_int),
             "sqlite3_finalize": ([pointer], ctypes.c_int),
+            "sqlite3_interrupt": ([pointer], None),
         }
         for name, (argtypes, restype) in signatures.items():
             function = getattr(library, name)
@@ -114,7 +116,15 @@ class StatementCounter:
             deadline = time.monotonic() + limit
             progress = _Progress(lambda _data: int(time.monotonic() > deadline))
             lib.sqlite3_progress_handler(db, _PROGRESS_INSTRUCTIONS, progress, None)
-            return self._run(db, sql, limit)
+            # One instruction doing all the work (COUNT(*)) never reaches the progress handler.
+            timer = threading.Timer(limit, lib.sqlite3_interrupt, args=(db,))
+            timer.daemon = True
+            timer.start()
+            try:
+                return self._run(db, sql, limit)
+            finally:
+                timer.cancel()
+                timer.join()  # never interrupt a handle being closed
         finally:
             # close_v2 accepts NULL (a failed open still allocates a handle to close)
             lib.sqlite3_close_v2(db)

@@ -70,6 +70,8 @@ class OptimizePlan:
     vacuum: bool
     busy_timeout: float
     space: tuple[SpaceNeed, ...]
+    notes: tuple[str, ...] = ()
+    """What the advisors said besides their advice (a fallback and why, a query refused)."""
 
 
 def run_optimize(args: argparse.Namespace, db: DbCollectorConfig) -> int:
@@ -115,12 +117,13 @@ def make_plan(args: argparse.Namespace, db: DbCollectorConfig, busy_timeout: flo
     backup_dir = Path(args.backup_dir) if args.backup_dir else Path(path).resolve().parent
     if not backup_dir.is_dir():
         raise RefusedError(f"--backup-dir {backup_dir}: not a directory")
+    notes: list[str] = []
     with open_readonly(path, busy_timeout) as ro:
         page_size = int(ro.conn.execute("PRAGMA page_size").fetchone()[0])
         page_count = int(ro.conn.execute("PRAGMA page_count").fetchone()[0])
         whatif = WhatIfSchema(ro.conn)
         try:
-            indexes = _planned_indexes(args, db, ro, whatif)
+            indexes = _planned_indexes(args, db, ro, whatif, notes)
         finally:
             whatif.close()
     size = page_size * page_count
@@ -135,12 +138,23 @@ def make_plan(args: argparse.Namespace, db: DbCollectorConfig, busy_timeout: flo
         hint = "" if args.no_vacuum else " (--no-vacuum needs less)"
         raise RefusedError(f"not enough disk space: {'; '.join(problems)}{hint}")
     return OptimizePlan(
-        path, size, backup_dir, tuple(indexes), not args.no_vacuum, busy_timeout, tuple(needs)
+        path,
+        size,
+        backup_dir,
+        tuple(indexes),
+        not args.no_vacuum,
+        busy_timeout,
+        tuple(needs),
+        tuple(notes),
     )
 
 
 def _planned_indexes(
-    args: argparse.Namespace, db: DbCollectorConfig, ro: ReadOnlyDatabase, whatif: WhatIfSchema
+    args: argparse.Namespace,
+    db: DbCollectorConfig,
+    ro: ReadOnlyDatabase,
+    whatif: WhatIfSchema,
+    notes: list[str],
 ) -> list[PlannedIndex]:
     existing = {undirected(key): name for key, name in whatif.existing_index_keys().items()}
     planned: dict[IndexKey, PlannedIndex] = {}
@@ -158,7 +172,9 @@ def _planned_indexes(
         advisor = choose_advisor(args.advisor)
         advice = []
         for query in configured_queries(db, ()):
-            found, _note = advisor.advise(whatif, ro.path, query.sql, query.timeout)
+            found, note = advisor.advise(whatif, ro.path, query.sql, query.timeout)
+            if note is not None:
+                notes.append(f"query {query.name}: {note}")
             advice.append((query.name, found))
         for index in merge_advice(whatif, advice):
             reason = f"advised for {', '.join(index.queries)}"

@@ -45,6 +45,7 @@ class OptimizeOutput:
             ],
             "vacuum": plan.vacuum,
             "busy_timeout_seconds": plan.busy_timeout,
+            "notes": list(plan.notes),
             "space": [
                 {"purpose": n.purpose, "directory": n.directory, "bytes": n.bytes, "free": n.free}
                 for n in plan.space
@@ -71,6 +72,8 @@ class OptimizeOutput:
         print("\n".join(f"  {number}. {step}" for number, step in enumerate(steps, 1)))
         if not plan.indexes:
             print("  (no index to create: --apply or --advised name them)")
+        for note in plan.notes:
+            print(f"  note: {note}")
         for need in plan.space:
             print(
                 f"  disk: {need.purpose} needs up to {format_bytes(need.bytes)} in "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -110,6 +111,12 @@ def deadline(conn: sqlite3.Connection, limit: float) -> Iterator[None]:
         return int(time.monotonic() > ends)  # non-zero: SQLite interrupts the statement
 
     conn.set_progress_handler(past_deadline, _PROGRESS_INSTRUCTIONS)
+    # The progress handler runs between instructions: one instruction that does all the work
+    # (COUNT(*) of a table, an aggregate over dbstat) never reaches it. A timer interrupts
+    # that from outside, as the collector does.
+    timer = threading.Timer(limit, conn.interrupt)
+    timer.daemon = True
+    timer.start()
     try:
         yield
     except sqlite3.OperationalError as exc:
@@ -117,6 +124,8 @@ def deadline(conn: sqlite3.Connection, limit: float) -> Iterator[None]:
             raise QueryTimeoutError(f"interrupted after {limit:g}s") from exc
         raise
     finally:
+        timer.cancel()
+        timer.join()
         conn.set_progress_handler(None, 0)
 
 

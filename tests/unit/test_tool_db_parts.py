@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import sqlite3
 import time
 from datetime import UTC, datetime
 
 import pytest
 
+from fossamon.tools import db_schema
 from fossamon.tools.db_advice import (
     EXPERT,
+    PLAN,
     AdviceError,
+    Advisor,
     _parse_expert,
     expert_advice,
     plan_advice,
@@ -31,7 +35,7 @@ from fossamon.tools.db_counters import (
     load_counter,
 )
 from fossamon.tools.db_plan import PlanCost, PlanStep, full_scans, plan_cost
-from fossamon.tools.db_read import QueryTimeoutError, open_readonly, run_counted
+from fossamon.tools.db_read import QueryTimeoutError, deadline, open_readonly, run_counted
 from fossamon.tools.db_whatif import IndexKey, InvalidIndexError, WhatIfSchema
 
 SCHEMA = (
@@ -299,3 +303,97 @@ class TestBackup:
         monkeypatch.setenv("SQLITE_TMPDIR", str(tmp_path / "missing"))
         monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
         assert sqlite_temp_dir() == "/var/tmp"
+
+
+def collated_db(path):
+    """A database whose schema names a collation only the application has."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.create_collation("app_nocase", lambda a, b: (a.lower() > b.lower()) - (a < b))
+        conn.execute("CREATE TABLE t (name TEXT COLLATE app_nocase, n INTEGER)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(f"n{i}", i) for i in range(50)])
+        conn.commit()
+    return path
+
+
+SHELL = shutil.which("sqlite3")
+needs_shell = pytest.mark.skipif(SHELL is None, reason="the sqlite3 shell is not installed")
+
+
+class TestExpertRefusesWhatIsNotAdvice:
+    @needs_shell
+    def test_an_application_collation_is_not_taken_as_no_index_needed(self, tmp_path):
+        # .expert cannot start (no such collation); the shell then ran the query itself and
+        # its rows were parsed as "(no new indexes)"
+        path = str(collated_db(tmp_path / "app.db"))
+        assert SHELL is not None
+        with pytest.raises(AdviceError, match=r"app_nocase|not its advice"):
+            expert_advice(SHELL, path, "SELECT n, 'MARKER' FROM t WHERE n = 5", 2.0)
+
+    @needs_shell
+    def test_advisor_falls_back_to_the_plan_advisor_with_a_note(self, tmp_path):
+        path = str(collated_db(tmp_path / "app.db"))
+        with open_readonly(path, 2.0) as ro:
+            whatif = WhatIfSchema(ro.conn)
+            advice, note = Advisor(SHELL).advise(whatif, path, "SELECT n FROM t WHERE n = 5", 2.0)
+            whatif.close()
+        assert note is not None
+        assert "plan advisor answered instead" in note
+        assert advice is None or advice.source == PLAN
+
+    @pytest.mark.parametrize(
+        "sql",
+        [
+            "VACUUM INTO '/tmp/never-written.db'",
+            "SELECT load_extension('x')",
+            "PRAGMA locking_mode = EXCLUSIVE",
+            "SELECT 1; SELECT 2",
+        ],
+    )
+    def test_only_a_single_read_reaches_the_shell(self, tmp_path, sql):
+        path = str(file_db(tmp_path / "app.db", rows=10))
+        # a shell that does not exist: the refusal comes before any attempt to run it
+        with pytest.raises(AdviceError, match="not handed to the sqlite3 shell"):
+            expert_advice("/nonexistent/sqlite3", path, sql, 1.0)
+
+    def test_output_other_than_expert_shape_is_refused(self):
+        for output in ("5|MARKER\n", "CREATE INDEX a ON t(x);\nSCAN t\n", "\n\n"):
+            with pytest.raises(AdviceError, match="not its advice"):
+                _parse_expert(output)
+
+
+def counted_rows_db(path, rows: int = 2_000_000):
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE big (x INTEGER)")
+        conn.execute(
+            "INSERT INTO big WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c "
+            f"WHERE i < {rows}) SELECT i FROM c"
+        )
+        conn.commit()
+    return path
+
+
+class TestSingleInstructionDeadline:
+    def test_count_star_is_interrupted_at_the_deadline(self, tmp_path):
+        # COUNT(*) is one OP_Count: the progress handler never runs during it
+        path = str(counted_rows_db(tmp_path / "big.db"))
+        with open_readonly(path, 5.0) as ro:
+            started = time.monotonic()
+            with pytest.raises(QueryTimeoutError), deadline(ro.conn, 0.001):
+                ro.conn.execute("SELECT COUNT(*) FROM big").fetchone()
+            assert time.monotonic() - started < 1.0
+            # the connection stays usable
+            assert run_counted(ro.conn, "SELECT 1", 1.0).rows == 1
+
+    def test_counters_interrupt_count_star_at_the_deadline(self, tmp_path):
+        path = str(counted_rows_db(tmp_path / "big.db"))
+        with pytest.raises(CounterTimeoutError):
+            load_counter().count(path, "SELECT COUNT(*) FROM big", 0.001)
+
+    def test_dbstat_is_skipped_above_its_size_with_a_note(self, tmp_path, monkeypatch):
+        path = str(file_db(tmp_path / "app.db", rows=10))
+        monkeypatch.setattr(db_schema, "_DBSTAT_MAX_PAGES", 1)
+        with open_readonly(path, 5.0) as ro:
+            sizes, note = db_schema.btree_sizes(ro, 5.0)
+        assert sizes == {}
+        assert note is not None
+        assert "dbstat reads every page" in note
