@@ -8,9 +8,11 @@ is read, those before its start included, so an episode that began earlier is co
 with the part of it that falls inside. When the opening event is not in the files (its
 archive was pruned), the episode starts at its first event's `since`.
 
-Per rule and severity: the episodes that overlap the range, counted under the worst severity
-they reached (an episode that escalated from warning to critical counts once, as critical),
-their time firing added up, the longest, and how many are still open at the range's end.
+Each alert's events are replayed in `ts` order, whatever file held them. Per rule and
+severity: the episodes that overlap the range (one resolved exactly at its start does not),
+counted under the worst severity they reached (an episode that escalated from warning to
+critical counts once, as critical), their time firing added up, the longest, and how many are
+still open at the range's end.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from fossamon.tools.report_read import parse_ts
 RANK = {"ok": 0, "warning": 1, "critical": 2}
 OPENING = frozenset({"firing", "nodata", "flapping"})
 CONTINUING = frozenset({"escalated", "deescalated", "repeat"})
+
+_Event = tuple[float, int, str, str, float]
 
 
 @dataclass(slots=True)
@@ -44,6 +48,8 @@ class Episode:
         end = until if self.end is None else min(self.end, until)
         if self.start > until or end < since:
             return None
+        if self.end is not None and self.end == since and self.start < since:
+            return None  # it ended as the range began: no part of it is inside
         return max(0.0, end - max(self.start, since))
 
 
@@ -68,13 +74,16 @@ class RuleRow:
 
 
 class AlertEpisodes:
-    """Episodes from alert records, as the reader yields them (events of one alert in order)."""
+    """Episodes from alert records. Each alert's events are replayed in time order (by `ts`,
+    then as read), whatever order the files came in."""
 
     def __init__(self, until: float) -> None:
         self.until = until
         self.events = 0
         self.closed: list[Episode] = []
         self.open: dict[str, Episode] = {}
+        # per alert: its rule and labels, and (ts, order read, event, severity, since)
+        self._alerts: dict[str, tuple[str, dict[str, str], list[_Event]]] = {}
 
     def add(self, ts: float, record: dict[str, Any]) -> bool:
         """False when the record is not an alert event (its caller counts it unparsable)."""
@@ -87,22 +96,32 @@ class AlertEpisodes:
             return True
         labels = record.get("labels") or {}
         key = str(record.get("fingerprint") or (rule, sorted(labels.items())))
+        alert = self._alerts.get(key)
+        if alert is None:
+            alert = self._alerts[key] = (rule, {str(k): str(v) for k, v in labels.items()}, [])
+        alert[2].append((ts, self.events, event, severity, _since(record, ts)))
         self.events += 1
-        episode = self.open.get(key)
-        if episode is None:
-            start = ts if event in OPENING else _since(record, ts)
-            episode = Episode(
-                rule, {str(k): str(v) for k, v in labels.items()}, start, severity, severity
-            )
-            self.open[key] = episode
-        episode.seen(severity)
-        if event == "resolved":
-            episode.end = ts
-            self.closed.append(self.open.pop(key))
         return True
+
+    def _replay(self) -> None:
+        for key, (rule, labels, events) in self._alerts.items():
+            events.sort()
+            for ts, _, event, severity, since in events:
+                episode = self.open.get(key)
+                if episode is None:
+                    start = ts if event in OPENING else since
+                    episode = self.open[key] = Episode(
+                        rule, dict(labels), start, severity, severity
+                    )
+                episode.seen(severity)
+                if event == "resolved":
+                    episode.end = ts
+                    self.closed.append(self.open.pop(key))
+        self._alerts.clear()
 
     def summary(self, since: float) -> tuple[list[RuleRow], list[Episode]]:
         """Rows by rule and worst severity, and the episodes still open at the range's end."""
+        self._replay()
         groups: dict[tuple[str, str], list[tuple[Episode, float]]] = {}
         for episode in [*self.closed, *self.open.values()]:
             seconds = episode.within(since, self.until)

@@ -2,7 +2,7 @@
 
 Inline CSS and inline SVG, no script, no font, no image, no link to anything: it must open
 from a mail attachment on a machine with no network. The charts are the status page's
-sparklines (fossamon/web/page.py: the same drawing, thinning and CSS), one per key series:
+sparklines (fossamon/web/svg.py: the same drawing and thinning; page.py's CSS), one per key series:
 CPU, memory, disk, load, each endpoint's response time, each query's time. Every text taken
 from the files goes through `html.escape`: labels and host names are whatever was recorded.
 """
@@ -16,10 +16,8 @@ from typing import TYPE_CHECKING
 from fossamon.model import format_series, iso_ts, make_labels
 from fossamon.tools.report_output import range_text
 from fossamon.units import format_duration, format_value
-
-# The sparkline code is the status page's; it is to move to a shared module (web/svg.py).
 from fossamon.web.page import CSS
-from fossamon.web.svg import PAD, WIDTH, sparkline, thin
+from fossamon.web.svg import sparkline
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -142,12 +140,12 @@ def _figure(figures: SeriesFigures, points: Points, title: str) -> str:
     figures_list = "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in stats)
     series = format_series(metric, make_labels(figures.labels))
     return (
-        f'<figure class="chart" data-series="{_e(series)}" data-points="{len(points)}">'
+        f'<figure class="chart" data-series="{_e(series)}" data-points="{t.count}">'
         f'<figcaption><span class="title">{_e(title)}</span>'
         f'<span class="last">p95 {fmt(figures.p95)}</span></figcaption>'
-        f"{sparkline(title, thin(points, WIDTH - 2 * PAD), described=described)}"
+        f"{sparkline(title, points, described=described)}"
         f'<div class="range"><span class="min">min {fmt(min(values))}</span>'
-        f'<span class="span">{len(points)} readings · {_e(span)}</span>'
+        f'<span class="span">{t.count} readings · {_e(span)}</span>'
         f'<span class="max">max {fmt(max(values))}</span></div>'
         f'<div class="range times"><time>{_e(iso_ts(figures.first))}</time>'
         f"<time>{_e(iso_ts(figures.last))}</time></div>"

@@ -3,9 +3,11 @@
 Which files: for a live file `metrics.jsonl`, the built-in rotation's archives
 (`metrics-20261126T000000Z[-n].jsonl[.gz]`, fossamon/storage/rotation.py), logrotate's with
 `dateext` (`metrics.jsonl-20261126[.gz]`) and without (`metrics.jsonl.1`, `metrics.jsonl.2.gz`),
-then the live file. An archive whose name proves that all of it is older than the range is
-not opened: a built-in archive holds nothing later than the UTC time in its name; a dateext
-archive nothing later than the end of its (local) day.
+and the live file, read in the order of each file's first record (both rotation schemes can
+lie side by side after a switch). An archive whose name proves that all of it is older than
+the range is not opened: a built-in archive holds nothing later than a second past the UTC
+time in its name; a dateext archive nothing later than the end of its (local) day. A plain
+logrotate archive next to its `.gz` (compression cut short) is read, the `.gz` not.
 
 Memory stays bounded by the longest line, never the file's size: files are iterated line by
 line, gzip is decompressed as a stream, and a line longer than `MAX_LINE` (no JSONL record is)
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 MAX_LINE = 16 * 1024 * 1024
 SHOWN_PLACES = 5
+PEEKED_LINES = 100  # for a file's first time: past a torn line or two, not through garbage
 DAY = 86400.0
 # logrotate names a dateext archive after its local date; no zone is more than 14 h from UTC
 _LOCAL_SLACK = 14 * 3600.0
@@ -47,14 +50,19 @@ class Source:
 
 
 def sources(live: Path) -> list[Source]:
-    """Every file holding records of `live`, oldest first (only those that exist)."""
+    """Every file holding records of `live` (only those that exist), by rotation scheme:
+    logrotate's, the built-in rotation's, the live file. `records()` reads them in time order
+    (after a switch from one rotation to the other, both kinds lie side by side)."""
     found = _logrotate_archives(live)
     for archive in list_archives(live):
+        # the name holds int(now) of the rotation, and records up to a second later may be in
+        # it: the whole second counts
+        newest = float(archive.key.when) + 1.0
         # a .gz exists only once complete (rotation.py); a plain one without it is whole too
         if archive.has_gz:
-            found.append(Source(archive.gz, float(archive.key.when)))
+            found.append(Source(archive.gz, newest))
         elif archive.has_plain:
-            found.append(Source(archive.plain, float(archive.key.when)))
+            found.append(Source(archive.plain, newest))
     if live.exists():
         found.append(Source(live, None))
     return found
@@ -62,7 +70,7 @@ def sources(live: Path) -> list[Source]:
 
 def _logrotate_archives(live: Path) -> list[Source]:
     """`live.N[.gz]` (the highest number is the oldest), then `live-YYYYMMDD[.gz]` by date."""
-    numbered: list[tuple[int, Path]] = []
+    numbered: dict[int, Path] = {}
     dated: dict[str, Path] = {}
     pattern = re.compile(rf"{re.escape(live.name)}(?:\.(\d+)|-(\d{{8}}))(\.gz)?")
     try:
@@ -74,12 +82,14 @@ def _logrotate_archives(live: Path) -> list[Source]:
         if match is None:
             continue
         number, date, gz = match.groups()
-        if number is not None:
-            numbered.append((int(number), live.with_name(name)))
         # a plain copy next to its .gz is logrotate's compression cut short: the plain is whole
+        # (names are sorted, so the plain one comes first and the .gz is then left out)
+        if number is not None:
+            if not gz or int(number) not in numbered:
+                numbered[int(number)] = live.with_name(name)
         elif not gz or date not in dated:
             dated[date] = live.with_name(name)
-    found = [Source(path, None) for _, path in sorted(numbered, reverse=True)]
+    found = [Source(path, None) for _, path in sorted(numbered.items(), reverse=True)]
     for date, path in sorted(dated.items()):
         try:
             day = dt.datetime.strptime(date, "%Y%m%d").replace(tzinfo=dt.UTC).timestamp()
@@ -146,15 +156,38 @@ class ReadStats:
 def records(
     found: list[Source], stats: ReadStats, since: float = float("-inf")
 ) -> Iterator[tuple[float, dict[str, Any], str]]:
-    """(ts, record, "file:line") of every parsable line, file by file; files wholly before
-    `since` are skipped. Callers filter on ts, and `stats.reject(where)` a record whose
-    shape they cannot use."""
+    """(ts, record, "file:line") of every parsable line, file by file, the files in the order
+    of their first record's time; files wholly before `since` are skipped (not opened).
+    Callers filter on ts, and `stats.reject(where)` a record whose shape they cannot use."""
+    wanted = []
     for source in found:
         if source.newest is not None and source.newest < since:
             stats.skipped_files.append(str(source.path))
-            continue
+        else:
+            wanted.append(source)
+    # stable: files of equal time keep the rotation schemes' order
+    for source in sorted(wanted, key=_time_key):
         stats.files.append(str(source.path))
         yield from _file_records(source.path, stats)
+
+
+def _time_key(source: Source) -> float:
+    """The time of the file's first record (a few lines are looked at); failing that, the
+    time its name gives, or its modification time."""
+    try:
+        with _open(source.path) as stream:
+            for _, line in zip(range(PEEKED_LINES), _lines(stream), strict=False):
+                parsed = _parse(line)
+                if parsed is not None:
+                    return parsed[0]
+    except (OSError, EOFError, zlib.error):
+        pass
+    if source.newest is not None:
+        return source.newest
+    try:
+        return source.path.stat().st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _file_records(path: Path, stats: ReadStats) -> Iterator[tuple[float, dict[str, Any], str]]:

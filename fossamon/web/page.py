@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import html
 import math
-import statistics
 from bisect import bisect_left, insort
 from typing import TYPE_CHECKING, Any
 
 from fossamon.model import parse_iso_ts
+from fossamon.stats import p95
 from fossamon.units import format_duration, format_value
 from fossamon.web.svg import PAD, WIDTH, Points, sparkline, thin
 
@@ -74,15 +74,9 @@ def _api_p95(trails: dict[SeriesKey, SeriesTrail], now: float) -> Points:
             start += 1
         last = i + 1 == len(readings)
         if (last or readings[i + 1][0] != ts) and (ts >= due or last):
-            points.append((ts, _p95(window)))
+            points.append((ts, p95(window)))
             due = ts + P95_STEP
     return points
-
-
-def _p95(values: list[float]) -> float:
-    if len(values) == 1:  # statistics.quantiles needs two points before Python 3.13
-        return values[0]
-    return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
 def render_page(status: dict[str, Any], series: dict[str, Points]) -> str:

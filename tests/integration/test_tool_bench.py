@@ -4,9 +4,12 @@ timings, the monitored file hashed before and after."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import sqlite3
 import sys
 from pathlib import Path
 from typing import ClassVar
@@ -322,3 +325,47 @@ class TestBaselineProblems:
         assert str(broken) in err
         assert message in err
         assert "--save-baseline" in err
+
+
+def sha(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+class TestWalDatabase:
+    async def test_a_cleanly_closed_wal_database_gets_only_sqlites_read_files(
+        self, tmp_path, target, small_demo_db
+    ):
+        """A WAL database its application closed: SQLite's reader creates `-wal` (0 bytes) and
+        `-shm` next to it (docs/bench-and-report.md); the main file is unchanged."""
+        folder = tmp_path / "db"
+        folder.mkdir()
+        db = folder / "wal.db"
+        shutil.copyfile(small_demo_db, db)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+        assert sorted(p.name for p in folder.iterdir()) == ["wal.db"]  # a clean close
+        before = sha(db)
+        rc, out, err = await bench(bench_config(tmp_path, target.url, db), "--repeat", "2")
+        assert rc == 0, err + out
+        assert sha(db) == before
+        assert sorted(p.name for p in folder.iterdir()) == ["wal.db", "wal.db-shm", "wal.db-wal"]
+        assert (folder / "wal.db-wal").stat().st_size == 0
+
+    async def test_the_wal_of_an_open_database_is_left_as_it_was(
+        self, tmp_path, target, small_demo_db
+    ):
+        """The application has it open with committed pages only in the WAL: the bench reads
+        them and changes neither the main file nor the WAL's content."""
+        db = tmp_path / "wal.db"
+        shutil.copyfile(small_demo_db, db)
+        with contextlib.closing(sqlite3.connect(db)) as app:
+            app.execute("PRAGMA journal_mode=WAL")
+            app.execute("PRAGMA wal_autocheckpoint=0")
+            app.execute("DELETE FROM work_orders WHERE rowid % 2 = 0")
+            app.commit()
+            wal = tmp_path / "wal.db-wal"
+            before = (sha(db), sha(wal))
+            assert wal.stat().st_size > 0
+            rc, out, err = await bench(bench_config(tmp_path, target.url, db), "--repeat", "2")
+            assert rc == 0, err + out
+            assert (sha(db), sha(wal)) == before

@@ -5,6 +5,7 @@ hand below."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gzip
 import json
 import os
@@ -15,9 +16,13 @@ from pathlib import Path
 import pytest
 from support import daemon_head
 
+from fossamon.stats import p95
 from fossamon.tools import report_read
+from fossamon.tools.report_alerts import AlertEpisodes
 from fossamon.tools.report_data import gather
 from fossamon.tools.report_read import parse_ts, parse_when
+from fossamon.tools.report_series import SeriesCollector
+from fossamon.web.svg import PAD, WIDTH
 
 SINCE, UNTIL = "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
 
@@ -148,9 +153,9 @@ class TestHandComputedCase:
         doc = json.loads(out)
         assert (doc["since"], doc["until"]) == (at("10:00:00"), at("11:00:00"))
         metrics = doc["metrics"]
-        assert [Path(f).name for f in metrics["files"]] == [
-            "metrics.jsonl-20261126.gz",
+        assert [Path(f).name for f in metrics["files"]] == [  # by time, not by scheme
             "metrics-20261126T100130Z.jsonl.gz",
+            "metrics.jsonl-20261126.gz",
             "metrics.jsonl",
         ]
         assert [Path(f).name for f in metrics["skipped_files"]] == [
@@ -349,3 +354,141 @@ class TestStreaming:
             (parse_ts(at(f"10:{m}0:00")), float(v)) for m, v in ((0, 1), (2, 2), (3, 3))
         ]
         assert figures.trend.count == 3
+
+
+def gather_range(live: Path, alerts: Path, since: str = SINCE, until: str = UNTIL):
+    return gather(live, alerts, parse_ts(since), parse_ts(until))
+
+
+class TestReviewFindings:
+    def test_a_numbered_archive_next_to_its_gz_is_read_once(self, tmp_path):
+        """A crash while logrotate compressed `m.jsonl.1`: the plain copy is whole, and read."""
+        live = tmp_path / "m.jsonl"
+        text = metrics_line("10:00:00", cpu(10.0)) + metrics_line("10:01:00", cpu(20.0))
+        (tmp_path / "m.jsonl.1").write_text(text)
+        write_gz(tmp_path / "m.jsonl.1.gz", text[: len(text) // 2])
+        write_gz(tmp_path / "m.jsonl.2.gz", metrics_line("09:59:00", cpu(5.0)))
+        found = gather_range(live, tmp_path / "a.jsonl", "2026-11-26T09:00:00Z")
+        assert [Path(f).name for f in found.metrics.files] == ["m.jsonl.2.gz", "m.jsonl.1"]
+        [(figures, _)] = found.series
+        assert figures.trend.count == 3
+        assert found.metrics.unparsable == 0
+
+    def test_files_of_two_rotation_schemes_are_read_in_time_order(self, tmp_path):
+        """Rotation switched from the built-in one to logrotate: the older built-in archive
+        opens the episode, the newer dateext one resolves it (the reviewer's mk2.py)."""
+        alerts = tmp_path / "alerts.jsonl"
+        write_gz(
+            tmp_path / "alerts-20261126T093000Z.jsonl.gz",
+            alert_line("09:00:00", "firing", "cpu_high", "warning", "a", "09:00:00"),
+        )
+        (tmp_path / "alerts.jsonl-20261126").write_text(
+            alert_line("10:30:00", "resolved", "cpu_high", "warning", "a", "09:00:00")
+        )
+        alerts.write_text("")
+        (tmp_path / "m.jsonl").write_text(metrics_line("10:00:00", cpu(1.0)))
+        summary = gather_range(tmp_path / "m.jsonl", alerts).alerts
+        assert summary is not None
+        [row] = summary.rules
+        assert (row.rule, row.episodes, row.firing_seconds, row.open) == ("cpu_high", 1, 1800, 0)
+        assert summary.open == []
+        assert [Path(f).name for f in summary.read.files] == [
+            "alerts-20261126T093000Z.jsonl.gz",
+            "alerts.jsonl-20261126",
+            "alerts.jsonl",
+        ]
+
+    def test_an_alerts_events_are_replayed_in_time_order(self):
+        episodes = AlertEpisodes(parse_ts(UNTIL))
+        for clock, event in (("10:30:00", "resolved"), ("10:10:00", "firing")):
+            record = json.loads(alert_line(clock, event, "cpu_high", "warning", "a", "10:10:00"))
+            assert episodes.add(parse_ts(at(clock)), record)
+        [row], still_open = episodes.summary(parse_ts(SINCE))
+        assert (row.episodes, row.firing_seconds, row.open, still_open) == (1, 1200, 0, [])
+
+    def test_an_episode_that_ends_as_the_range_begins_is_not_in_it(self, tmp_path):
+        alerts = tmp_path / "alerts.jsonl"
+        alerts.write_text(
+            alert_line("09:00:00", "firing", "api_down", "critical", "a", "09:00:00")
+            + alert_line("10:00:00", "resolved", "api_down", "critical", "a", "09:00:00")
+            + alert_line("10:00:00", "firing", "cpu_high", "warning", "b", "10:00:00")
+            + alert_line("10:00:00", "resolved", "cpu_high", "warning", "b", "10:00:00")
+        )
+        (tmp_path / "m.jsonl").write_text(metrics_line("10:00:00", cpu(1.0)))
+        summary = gather_range(tmp_path / "m.jsonl", alerts).alerts
+        assert summary is not None
+        # the instant one at the range's start is inside it; the one that ended there is not
+        assert [(r.rule, r.episodes) for r in summary.rules] == [("cpu_high", 1)]
+
+    def test_a_rejected_metrics_record_adds_no_reading(self):
+        collector = SeriesCollector()
+        record = json.loads(metrics_line("10:00:00", cpu(10.0), memory(50.0)))
+        record["samples"].append({"name": "system_load1", "labels": "not a mapping", "value": 1})
+        assert not collector.add(parse_ts(at("10:00:00")), record)
+        record["samples"].insert(1, ["not", "a", "sample"])
+        assert not collector.add(parse_ts(at("10:00:00")), record)
+        assert collector.series == {}
+        assert collector.records == 0
+        assert collector.figures() == []
+
+    def test_a_builtin_archive_holds_up_to_a_second_past_its_name(self, tmp_path):
+        """The name holds int(now) of the rotation; its last record may be later within that
+        second, so a range starting in that second must open it."""
+        live = tmp_path / "m.jsonl"
+        write_gz(
+            tmp_path / "m-20261126T100000Z.jsonl.gz",
+            metrics_line("09:59:00", cpu(1.0))
+            + metrics_line("10:00:00", cpu(7.0)).replace(".000Z", ".600Z", 1),
+        )
+        live.write_text(metrics_line("10:01:00", cpu(9.0)))
+        found = gather_range(live, tmp_path / "a.jsonl", "2026-11-26T10:00:00.300Z")
+        assert found.metrics.skipped_files == []
+        [(figures, points)] = found.series
+        assert [v for _, v in points] == [7.0, 9.0]
+        assert figures.trend.count == 2
+
+    def test_memory_per_reading_and_the_charts_points_are_thinned(self, tmp_path):
+        """6 key series x 20,000 records = 120,000 readings: the kept readings are arrays of
+        16 bytes a reading, let go of series by series; the chart gets thinned points."""
+        live = tmp_path / "m.jsonl"
+        n = 20_000
+        start = parse_ts(SINCE)
+        samples = [
+            {"name": "system_cpu_percent", "labels": {}, "value": 0.0},
+            {"name": "system_memory_percent", "labels": {}, "value": 50.0},
+            {"name": "system_disk_percent", "labels": {"mount": "/"}, "value": 40.0},
+            {"name": "system_load1", "labels": {}, "value": 1.5},
+            {"name": "api_response_seconds", "labels": {"endpoint": "a"}, "value": 0.01},
+            {"name": "api_response_seconds", "labels": {"endpoint": "b"}, "value": 0.02},
+        ]
+        with live.open("w") as out:
+            for i in range(n):
+                samples[0]["value"] = float(i % 100)
+                ts = dt.datetime.fromtimestamp(start + i * 0.05, dt.UTC).isoformat()
+                out.write(json.dumps({"ts": ts, "host": "h", "samples": samples}) + "\n")
+        tracemalloc.start()
+        try:
+            found = gather_range(live, tmp_path / "a.jsonl")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        readings = 6 * n
+        assert peak / readings < 48, peak / readings
+        assert len(found.series) == 6
+        for figures, points in found.series:
+            assert figures.trend.count == n
+            assert len(points) <= 2 * (WIDTH - 2 * PAD) + 1
+        cpu_figures, cpu_points = found.series[0]
+        assert cpu_figures.metric == "system_cpu_percent"
+        assert cpu_figures.p95 == pytest.approx(p95([float(i % 100) for i in range(n)]))
+        assert {v for _, v in cpu_points} >= {0.0, 99.0}  # the extremes survive thinning
+
+
+def test_one_p95_for_the_status_page_and_the_report():
+    from fossamon.tools import report_series
+    from fossamon.web import page
+
+    assert page.p95 is report_series.p95 is p95
+    assert p95([3.0]) == 3.0
+    assert p95([1.0, 2.0]) == pytest.approx(1.95)
+    assert p95([float(i) for i in range(1, 101)]) == pytest.approx(95.05)
