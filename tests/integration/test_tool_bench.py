@@ -167,7 +167,9 @@ class TestDegradation:
         assert slow["verdict"] == "DEGRADED"
         assert slow["current"]["median"] >= 0.15
         assert slow["change_percent"] > 50
-        assert result["gate"] == {"fail_over_percent": 50.0, "failed": ["api:work_orders"]}
+        # the injected item fails the gate; on a busy machine another item's drift may too
+        assert result["gate"]["fail_over_percent"] == 50.0
+        assert "api:work_orders" in result["gate"]["failed"]
 
         # the same degradation under a threshold it does not reach: shown, not failed
         rc, out, err = await bench(config, "--fail-over", "1000000", "--repeat", "3")
