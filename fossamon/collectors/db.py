@@ -14,9 +14,11 @@ Per cycle:
   `db_query_truncated{query}` (1 when the result had more than `max_rows` rows) and, with
   `record_value`, `db_query_value{query}`: the first column of the first row.
 
-Results are stepped through in chunks and abandoned at `max_rows`, so a query returning millions
-of rows costs bounded memory and time. A query still running at its timeout is interrupted
-(`sqlite3_interrupt`) and reported as `timeout`; the connection stays usable. Failure kinds:
+Results are stepped through in chunks of at most CHUNK_ROWS rows and about CHUNK_BYTES (one row
+at a time where rows are large BLOBs or texts) and abandoned at `max_rows`, so a query returning
+millions of rows, or huge ones, costs bounded memory and time. A query still running at its
+timeout is interrupted (`sqlite3_interrupt`) and reported as `timeout`; the connection stays
+usable. Failure kinds:
 missing, permission, not_a_database (also a 0-byte file), locked, readonly_shm, no_such_table,
 timeout, sql (an error in a configured query), other, internal (a bug).
 
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from fossamon.config import DbCollectorConfig, QueryConfig
 
 CHUNK_ROWS = 500
+CHUNK_BYTES = 4 * 1024 * 1024
 _PROBE_SQL = "SELECT 1 FROM sqlite_master LIMIT 1"
 # A wait for a writer's lock cannot be interrupted, so SQLite must give up on its own, before the
 # deadline: the query then ends as `locked`, not as a `timeout` that hides the cause.
@@ -288,17 +291,31 @@ def _recorded_value(first_row: Any) -> float | str:
 
 
 async def _read_capped(cursor: aiosqlite.Cursor, max_rows: int) -> tuple[int, Any, bool]:
-    """Step through at most max_rows rows in chunks, never fetching a result whole.
+    """Step through at most max_rows rows, never fetching a result whole.
+
+    Memory is bounded by bytes, not rows: a chunk holds at most CHUNK_ROWS rows and about
+    CHUNK_BYTES, sized by the rows seen so far, and starts with one row, so a result of
+    megabyte BLOBs is read one row at a time. Small rows still come CHUNK_ROWS at a time: one
+    hop to aiosqlite's thread per row would add its cost to the measured query time.
 
     Returns the rows read, the first row (None if there was none) and whether rows were left.
     """
     first: Any = None
     rows = 0
+    chunk_rows = 1
     while rows < max_rows:
-        chunk = list(await cursor.fetchmany(min(CHUNK_ROWS, max_rows - rows)))
+        chunk = list(await cursor.fetchmany(min(chunk_rows, max_rows - rows)))
         if not chunk:
             return rows, first, False
         if first is None:
             first = chunk[0]
         rows += len(chunk)
+        size = max(1, *(_row_bytes(row) for row in chunk))
+        chunk_rows = max(1, min(CHUNK_ROWS, CHUNK_BYTES // size))
+        del chunk
     return rows, first, await cursor.fetchone() is not None
+
+
+def _row_bytes(row: Any) -> int:
+    """About what a row costs in memory: its strings and BLOBs, plus a little per value."""
+    return sum(len(value) if isinstance(value, str | bytes) else 0 for value in row) + 16 * len(row)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 from fossamon.collectors import _sqlite_open as sq
+from fossamon.collectors.db import _BUSY_SHARE
 from fossamon.tools.db_plan import PlanCost, plan_cost, render_plan
 from fossamon.tools.db_whatif import quote_identifier
 
@@ -36,7 +37,6 @@ _NO_NEW_INDEXES = "(no new indexes)"
 _SHELL_START_SECONDS = 5.0
 # `.expert`'s advice is a few lines; more than this is something else (a result being printed).
 _OUTPUT_CAP = 256 * 1024
-_BUSY_SHARE = 0.9
 # A line the shell would take as one of its dot-commands (`.shell`, `.output FILE`): never
 # sent to it. Inside a statement such a line is SQL, but refusing it outright is simpler
 # than proving where each statement ends.

@@ -1,6 +1,8 @@
 """`fossamon db analyze`: the configured queries' timings, plans and index advice, and what the
 database holds. Read-only: the file is opened as the db collector opens it (db_read), the
-advisors read its schema, and nothing here writes to it or next to it.
+advisors read its schema, and nothing here writes to the database file: its bytes and mtime
+stay the same. Next to a WAL database, though, SQLite's read marks appear when none were there
+(the application closed cleanly): a 0-byte `-wal` and a 32 KiB `-shm`, as any reader leaves.
 """
 
 from __future__ import annotations

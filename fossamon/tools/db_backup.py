@@ -3,13 +3,15 @@
 The copy is made with SQLite's online backup API from a read-only connection, so it is a
 consistent snapshot even while the application runs; `db optimize` holds the write lock
 meanwhile, so the snapshot is exactly the database its changes start from. The copy is then
-opened on its own and must pass `PRAGMA integrity_check`.
+opened on its own and must pass `PRAGMA integrity_check`. The copy of a WAL database is in WAL
+mode too: the empty `-wal` and the `-shm` that checking it leaves are removed afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -89,10 +91,23 @@ def take_backup(database: str, directory: Path, busy_timeout: float) -> Path:
         _copy(database, target, busy_timeout)
         _verify(target)
     except BaseException:
-        for leftover in (target, target.with_name(f"{target.name}-journal")):
-            leftover.unlink(missing_ok=True)
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            target.with_name(f"{target.name}{suffix}").unlink(missing_ok=True)
         raise
+    _remove_read_marks(target)
     return target
+
+
+def _remove_read_marks(target: Path) -> None:
+    """The copy of a WAL database is a WAL database: verifying it read-only left an empty
+    `-wal` and a `-shm` (SQLite's read marks) next to it. Neither holds data; the backup is
+    the one file. A `-wal` that is not empty is left alone (it would hold data)."""
+    wal = target.with_name(f"{target.name}-wal")
+    with contextlib.suppress(FileNotFoundError):
+        if wal.stat().st_size != 0:
+            return
+        wal.unlink()
+    target.with_name(f"{target.name}-shm").unlink(missing_ok=True)
 
 
 def _reserve(directory: Path, name: str, mode: int) -> Path:
@@ -135,6 +150,17 @@ def _copy(database: str, target: Path, busy_timeout: float) -> None:
             raise BackupError(f"the backup failed: {exc}") from exc
 
 
+def _unverifiable(exc: sqlite3.Error) -> str:
+    collation = re.search(r"no such collation sequence: (\S+)", str(exc))
+    if collation is None:
+        return f"the backup cannot be checked: {exc}"
+    return (
+        f"the backup cannot be checked: the schema uses the collation {collation[1]}, which "
+        "only the application defines, so PRAGMA integrity_check (and REINDEX) cannot run "
+        "outside it"
+    )
+
+
 def _verify(target: Path) -> None:
     with contextlib.closing(
         sqlite3.connect(sq.readonly_uri(str(target)), uri=True, isolation_level=None)
@@ -144,7 +170,7 @@ def _verify(target: Path) -> None:
             cursor = copy.execute("PRAGMA integrity_check")
             verdict = [str(row[0]) for row in cursor.fetchmany(_INTEGRITY_LINES_SHOWN)]
         except sqlite3.Error as exc:
-            raise BackupError(f"the backup cannot be checked: {exc}") from exc
+            raise BackupError(_unverifiable(exc)) from exc
     if verdict != ["ok"]:
         raise BackupError(
             "the backup failed PRAGMA integrity_check, so the database itself may be damaged: "

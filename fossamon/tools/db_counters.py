@@ -2,23 +2,26 @@
 
 SQLite counts these per statement (`sqlite3_stmt_status`), but Python's sqlite3 module keeps
 its statement handles to itself. So the statement is run once more through the C library with
-ctypes, on a connection of its own opened by the collector's rules (`mode=ro`, `query_only`,
+ctypes, on a connection of its own opened by the db collector's rules (`mode=ro`, `query_only`,
 ATTACH refused) and only if SQLite says the statement cannot write. Rows are stepped and
 counted, never read, and a progress handler ends the run at its deadline.
 
-Where the library cannot be loaded (a Python with SQLite linked in statically), the counts are
-unknown: `load_counter()` raises CountersUnavailableError saying why.
+Where the library cannot be loaded (a Python with SQLite linked in statically), or is another
+SQLite version than Python's sqlite3 module runs, the counts are unknown: `load_counter()`
+raises CountersUnavailableError saying why.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 
 from fossamon.collectors import _sqlite_open as sq
+from fossamon.collectors.db import _BUSY_SHARE
 
 _OK, _ROW, _DONE, _INTERRUPT = 0, 100, 101, 9
 _OPEN_READONLY, _OPEN_URI = 0x01, 0x40
@@ -26,7 +29,6 @@ _ATTACH, _DENY = 24, 1
 # sqlite3_stmt_status() operations (sqlite3.h: SQLITE_STMTSTATUS_*)
 _FULLSCAN_STEP, _SORT, _AUTOINDEX, _VM_STEP = 1, 2, 3, 4
 _PROGRESS_INSTRUCTIONS = 10_000
-_BUSY_SHARE = 0.9
 
 _Authorizer = ctypes.CFUNCTYPE(
     ctypes.c_int,
@@ -92,6 +94,7 @@ class StatementCounter:
             "sqlite3_stmt_status": ([pointer, ctypes.c_int, ctypes.c_int], ctypes.c_int),
             "sqlite3_finalize": ([pointer], ctypes.c_int),
             "sqlite3_interrupt": ([pointer], None),
+            "sqlite3_libversion": ([], ctypes.c_char_p),
         }
         for name, (argtypes, restype) in signatures.items():
             function = getattr(library, name)
@@ -99,6 +102,8 @@ class StatementCounter:
             function.restype = restype
         # Kept on the instance: SQLite holds the pointer, and ctypes frees a collected callback.
         self._authorizer = _Authorizer(_deny_attach)
+        version = library.sqlite3_libversion()
+        self.version = version.decode() if version else "?"
 
     def count(self, path: str, sql: str, limit: float) -> StatementCounters:
         """Run `sql` on `path` to its end; raises CountersUnavailableError or
@@ -169,6 +174,18 @@ def load_counter() -> StatementCounter:
     if name is None:
         raise CountersUnavailableError("libsqlite3 not found (SQLite's counters are unknown)")
     try:
-        return StatementCounter(ctypes.CDLL(name))
+        counter = StatementCounter(ctypes.CDLL(name))
     except (OSError, AttributeError) as exc:
         raise CountersUnavailableError(f"cannot use {name}: {exc}") from exc
+    check_version(name, counter.version, sqlite3.sqlite_version)
+    return counter
+
+
+def check_version(name: str, library: str, python: str) -> None:
+    """Counts from another SQLite than the one that ran the timed runs could describe another
+    plan: raises CountersUnavailableError on a mismatch."""
+    if library != python:
+        raise CountersUnavailableError(
+            f"{name} is SQLite {library}, but Python's sqlite3 module runs SQLite {python}: "
+            "its counts would not describe the timed runs, so they are skipped"
+        )

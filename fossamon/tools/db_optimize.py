@@ -7,6 +7,10 @@ Only then is the backup made (db_backup), with the write lock held, so that it i
 database the changes start from. REINDEX comes before the new indexes (rebuilding them would
 be wasted work), ANALYZE after them (so it measures them too), and all three commit together;
 VACUUM cannot run inside a transaction and comes last.
+
+`--dry-run` only reads, as `db analyze` does: the database's bytes and mtime stay the same, but
+on a cleanly closed WAL database the reads leave a 0-byte `-wal` and a 32 KiB `-shm` (SQLite's
+read marks) next to it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
+from fossamon.collectors import _sqlite_open as sq
 from fossamon.model import ErrorKind
 from fossamon.tools.db_advice import AdviceError, choose_advisor
 from fossamon.tools.db_analyze import configured_queries, merge_advice, undirected
@@ -31,9 +35,9 @@ from fossamon.tools.db_backup import (
     take_backup,
 )
 from fossamon.tools.db_optimize_output import OptimizeOutput
-from fossamon.tools.db_read import DatabaseProblemError, open_readonly
+from fossamon.tools.db_read import DatabaseProblemError, QueryTimeoutError, deadline, open_readonly
 from fossamon.tools.db_timing import QueryTiming, counter_source, time_query
-from fossamon.tools.db_whatif import IndexKey, InvalidIndexError, WhatIfSchema
+from fossamon.tools.db_whatif import IndexKey, InvalidIndexError, WhatIfSchema, quote_identifier
 from fossamon.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
@@ -43,6 +47,11 @@ if TYPE_CHECKING:
     from fossamon.config import DbCollectorConfig
     from fossamon.tools.db_read import ReadOnlyDatabase
     from fossamon.tools.db_timing import NamedQuery
+
+
+_WIDTH_SAMPLE_ROWS = 10_000
+# per index entry besides the key: the rowid (up to 9 bytes), the record header, the cell pointer
+_INDEX_ENTRY_OVERHEAD = 16
 
 
 class RefusedError(Exception):
@@ -126,13 +135,19 @@ def make_plan(args: argparse.Namespace, db: DbCollectorConfig, busy_timeout: flo
             indexes = _planned_indexes(args, db, ro, whatif, notes)
         finally:
             whatif.close()
+        added = sum(estimate_index_bytes(ro, index.key, busy_timeout) for index in indexes)
     size = page_size * page_count
+    here = Path(path).resolve().parent
     needs = [measure_need("backup", backup_dir, size)]
+    if added:
+        # the new indexes' pages, written to the journal or WAL and then the database itself
+        needs.append(measure_need("the new indexes", here, 2 * added))
     if not args.no_vacuum:
         # VACUUM writes a whole new copy to SQLite's temp dir, then copies it back through the
-        # journal (or the WAL), which can grow to the database's size next to the file.
-        needs.append(measure_need("VACUUM's copy", sqlite_temp_dir(), size))
-        needs.append(measure_need("VACUUM's journal", Path(path).resolve().parent, size))
+        # journal (or the WAL), which can grow to the database's size next to the file; both
+        # include the new indexes.
+        needs.append(measure_need("VACUUM's copy", sqlite_temp_dir(), size + added))
+        needs.append(measure_need("VACUUM's journal", here, size + added))
     problems = shortfalls(needs)
     if problems:
         hint = "" if args.no_vacuum else " (--no-vacuum needs less)"
@@ -147,6 +162,29 @@ def make_plan(args: argparse.Namespace, db: DbCollectorConfig, busy_timeout: flo
         tuple(needs),
         tuple(notes),
     )
+
+
+def estimate_index_bytes(ro: ReadOnlyDatabase, key: IndexKey, limit: float) -> int:
+    """About what an index on `key` takes: the table's rows times its entries' width (the key
+    values' average length over a bounded sample, plus the rowid and SQLite's per-cell
+    overhead), with a quarter more for pages left part-empty. 0 when it cannot be measured."""
+    table = quote_identifier(key.table)
+    widths = []
+    for column in key.columns:
+        name = column.removesuffix(" DESC")
+        widths.append(
+            "8" if name == "<expr>" else f"coalesce(avg(length({quote_identifier(name)})), 0)"
+        )
+    # quoted names of the checked index's table and columns
+    count = f"SELECT COUNT(*) FROM {table}"  # noqa: S608
+    sample = f"SELECT {' + '.join(widths)} FROM (SELECT * FROM {table} LIMIT ?)"  # noqa: S608
+    try:
+        with deadline(ro.conn, limit):
+            (rows,) = ro.conn.execute(count).fetchone()
+            (width,) = ro.conn.execute(sample, (_WIDTH_SAMPLE_ROWS,)).fetchone()
+    except (sqlite3.Error, QueryTimeoutError):
+        return 0
+    return int(int(rows) * (float(width or 0) + _INDEX_ENTRY_OVERHEAD) * 1.25)
 
 
 def _planned_indexes(
@@ -208,7 +246,7 @@ def _locked_message(path: str, busy_timeout: float, detail: str) -> str:
 
 
 def apply_plan(plan: OptimizePlan, output: OptimizeOutput) -> None:
-    uri = f"file:{quote(str(Path(plan.path).absolute()))}?mode=rw"  # rw: never create it
+    uri = sq.readonly_uri(plan.path).replace("?mode=ro", "?mode=rw")  # rw: never create it
     with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as writer:
         writer.execute(f"PRAGMA busy_timeout = {int(plan.busy_timeout * 1000)}")
         try:
@@ -224,10 +262,13 @@ def apply_plan(plan: OptimizePlan, output: OptimizeOutput) -> None:
             output.step(f"backup {backup} (integrity_check ok)", started)
             output.backup = str(backup)
             _run(writer, "REINDEX", output)
+            before = _index_names(writer)
             for index in plan.indexes:
                 _run(writer, index.statement, output)
+            created = sorted(_index_names(writer) - before)
             _run(writer, "ANALYZE", output)
             _run(writer, "COMMIT", output)
+            output.committed = created
         except BaseException:
             if writer.in_transaction:
                 writer.execute("ROLLBACK")
@@ -240,6 +281,31 @@ def apply_plan(plan: OptimizePlan, output: OptimizeOutput) -> None:
                     f"{exc}; the indexes and statistics are committed, only VACUUM is missing "
                     "(run again with --no-vacuum to skip it, or later)"
                 ) from exc
+        if str(writer.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            _checkpoint(writer, output)
+
+
+def _checkpoint(writer: sqlite3.Connection, output: OptimizeOutput) -> None:
+    """Move the new pages from the -wal into the database and empty the -wal, which the
+    indexes and VACUUM grew to about the database's size. Busy (a reader still needs the old
+    pages) is not a failure: the application's checkpoints finish it."""
+    started = time.perf_counter()
+    statement = "PRAGMA wal_checkpoint(TRUNCATE)"
+    try:
+        busy, _log, _done = writer.execute(statement).fetchone()
+    except sqlite3.Error as exc:
+        output.step(f"{statement}: {exc} (the application's checkpoints will do it)", started)
+        return
+    if busy:
+        statement += (
+            " (busy: a reader still uses the -wal; the application's checkpoints finish it)"
+        )
+    output.step(statement, started)
+
+
+def _index_names(writer: sqlite3.Connection) -> set[str]:
+    rows = writer.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {str(name) for (name,) in rows}
 
 
 def _run(writer: sqlite3.Connection, statement: str, output: OptimizeOutput) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fossamon.tables import aligned
 from fossamon.tools.db_render import timing_json
+from fossamon.tools.db_whatif import quote_identifier
 from fossamon.units import format_bytes, format_duration
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ class OptimizeOutput:
         self._document: dict[str, Any] = {"outcome": None, "message": None, "steps": []}
         self._timings: dict[str, list[QueryTiming]] = {}
         self.backup: str | None = None
+        self.committed: list[str] | None = None
+        """The names of the indexes created, once COMMIT succeeded; None while nothing is."""
 
     def plan(self, plan: OptimizePlan, *, dry_run: bool) -> None:
         self._document["database"] = plan.path
@@ -104,6 +107,7 @@ class OptimizeOutput:
         self._document["outcome"] = outcome
         self._document["message"] = message
         self._document["backup"] = self.backup
+        self._document["created_indexes"] = self.committed
         if message is not None:
             print(f"{_COMMAND}: {outcome}: {message}", file=sys.stderr)
         if self._json:
@@ -113,11 +117,32 @@ class OptimizeOutput:
         elif outcome == "done":
             print(*self._comparison(), sep="\n")
         if self.backup and not self._json:
-            print(
-                f"backup: {self.backup} (to undo: stop the application, copy it over "
-                f"{self._document['database']} and delete any -wal and -journal file next to it)"
-            )
+            print(*self._undo(), sep="\n")
         return code
+
+    def _undo(self) -> list[str]:
+        """How to take the changes back, if any were committed; the backup only as a last
+        resort, since restoring it loses what the application wrote after it was taken."""
+        lines = [f"backup: {self.backup}"]
+        if self.committed is None:
+            return [*lines, "nothing was committed: there is nothing to undo"]
+        if self.committed:
+            drops = " ".join(f"DROP INDEX {quote_identifier(name)};" for name in self.committed)
+            lines.append(f"to undo: {drops}")
+            lines.append(
+                "  (the statistics ANALYZE wrote to sqlite_stat1 stay; REINDEX and VACUUM "
+                "change no data)"
+            )
+        else:
+            lines.append(
+                "to undo: no index was created; REINDEX, ANALYZE and VACUUM change no data"
+            )
+        lines.append(
+            "last resort only: restoring the backup (stop the application, copy it over "
+            f"{self._document['database']}, delete the -wal and -shm files next to it) "
+            "LOSES every write the application made since the backup was taken"
+        )
+        return lines
 
     def _comparison(self) -> list[str]:
         before, after = self._timings.get("before", []), self._timings.get("after", [])

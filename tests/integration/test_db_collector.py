@@ -308,6 +308,23 @@ class TestQueryFailures:
         assert value(batch, "db_query_rows", "q") == 1000
         assert value(batch, "db_query_truncated", "q") == 0
 
+    def test_peak_memory_is_bounded_by_bytes_on_big_blobs(self, db):
+        # 1,500 rows of 1 MB: chunks of 500 rows held 500 MB (about 1 GB peak RSS)
+        sql = "SELECT zeroblob(1000000) FROM work_orders LIMIT 1500"
+        config = db_config(db, {"name": "blobs", "sql": sql}, timeout="20s", max_rows=2000)
+        proc = subprocess.run(
+            [sys.executable, "-c", BIG_BLOBS_COLLECT, json.dumps(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["errors"] == []
+        assert result["rows"] == [1500]
+        assert result["peak"] < 150 * 1024 * 1024, f"peak RSS {result['peak'] / 2**20:.0f} MiB"
+
     async def test_unexpected_error_becomes_internal(self, db, make_collector, monkeypatch):
         async def broken(*_args: object) -> None:
             raise RuntimeError("boom")
@@ -424,6 +441,23 @@ def shared_dir():
         if directory.is_dir():
             directory.chmod(0o755)
     shutil.rmtree(path)
+
+
+BIG_BLOBS_COLLECT = """
+import asyncio, json, resource, sys
+from fossamon.collectors.db import DbCollector
+from fossamon.config import DbCollectorConfig
+
+async def main():
+    collector = DbCollector(DbCollectorConfig.model_validate(json.loads(sys.argv[1])))
+    batch = await collector.collect()
+    await collector.close()
+    rows = [s.value for s in batch.samples if s.name == "db_query_rows"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"errors": [e.message for e in batch.errors], "rows": rows, "peak": peak}))
+
+asyncio.run(main())
+"""
 
 
 def collect_unprivileged(config: dict[str, object]) -> dict[str, Any]:

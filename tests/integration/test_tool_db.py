@@ -240,6 +240,17 @@ class TestAnalyze:
         )
         assert peak_rss < PEAK_RSS_LIMIT
 
+    def test_peak_memory_stays_bounded_on_big_blobs(self, tmp_path, db):
+        # 1,500 rows of 1 MB each: 500 at a time held 500 MB (1 GB peak RSS)
+        config = write_config(tmp_path, db)
+        blobs = "SELECT zeroblob(1000000) FROM work_orders LIMIT 1500"
+        args = ("db", "analyze", "-c", config, "--runs", "1", "--json", "--query", blobs)
+        status, out, peak_rss, _elapsed = run_measured(*args)
+        assert status == 0
+        run = next(q for q in json.loads(out)["queries"] if q["name"] == "adhoc_1")
+        assert run["rows_returned"] == 1500
+        assert peak_rss < PEAK_RSS_LIMIT, f"peak RSS {peak_rss / 2**20:.0f} MiB"
+
     def test_a_runaway_query_is_interrupted_at_the_timeout(self, tmp_path, db):
         config = write_config(tmp_path, db, timeout="1s")
         started = time.monotonic()
@@ -265,6 +276,25 @@ class TestAnalyze:
             assert counts["work_orders_count"]["rows_returned"] == 1
         finally:
             app.close()
+
+    @pytest.mark.parametrize(
+        "command", [("analyze", "--runs", "1"), ("optimize", "--advised", "--dry-run")]
+    )
+    def test_a_cleanly_closed_wal_database_keeps_its_bytes_and_mtime(self, tmp_path, db, command):
+        with contextlib.closing(sqlite3.connect(db)) as app:
+            app.execute("PRAGMA journal_mode=WAL")
+        assert not Path(f"{db}-wal").exists()  # closed cleanly: no -wal, no -shm
+        os.utime(db, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+        before, stat_before = fingerprint(db), db.stat()
+        config = write_config(tmp_path, db)
+        done = fossamon("db", *command, "-c", config)
+        assert done.returncode == 0, done.stderr
+        assert fingerprint(db) == before
+        assert db.stat().st_mtime_ns == stat_before.st_mtime_ns
+        assert db.stat().st_size == stat_before.st_size
+        # SQLite's read marks, as docs/db-tools.md says: an empty -wal and a 32 KiB -shm
+        assert Path(f"{db}-wal").stat().st_size == 0
+        assert Path(f"{db}-shm").stat().st_size == 32 * 1024
 
     def test_a_missing_database_is_named_and_not_created(self, tmp_path):
         missing = tmp_path / "nowhere" / "fossawork_v2.db"
@@ -381,10 +411,56 @@ class TestOptimize:
             "--backup-dir", backups, "--apply", "CREATE INDEX by_make ON dispensers(make)",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        assert "VACUUM" not in done.stdout.split("done: COMMIT")[1]
+        assert "done: VACUUM" not in done.stdout.split("done: COMMIT")[1]
         assert index_leads(db) == {"make"}
         assert len(list(backups.iterdir())) == 1
         again = fossamon("db", "optimize", "-c", config, "--dry-run",
                          "--apply", "CREATE INDEX other ON dispensers(make)")  # fmt: skip
         assert again.returncode == 1
         assert "index by_make on dispensers(make) exists already" in again.stderr
+
+    def test_undo_drops_the_created_index_and_warns_about_the_backup(self, tmp_path, db):
+        config = write_config(tmp_path, db)
+        done = fossamon(
+            "db", "optimize", "-c", config, "--no-vacuum", "--runs", "1",
+            "--apply", "CREATE INDEX by_make ON dispensers(make)",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert 'to undo: DROP INDEX "by_make";' in done.stdout
+        assert "LOSES every write the application made since the backup" in done.stdout
+        assert "-wal and -shm" in done.stdout
+        assert "copy it over" not in done.stdout.split("last resort")[0]
+
+    def test_a_rolled_back_failure_prints_no_undo(self, tmp_path, db):
+        config = write_config(tmp_path, db)
+        before = content_digest(db)
+        # valid in the schema copy (no rows there), fails on the duplicate makes
+        done = fossamon(
+            "db", "optimize", "-c", config, "--no-vacuum", "--runs", "1",
+            "--apply", "CREATE UNIQUE INDEX one_make ON dispensers(make)",
+        )  # fmt: skip
+        assert done.returncode == 1
+        assert "failed: CREATE UNIQUE INDEX" in done.stderr
+        assert "nothing was committed: there is nothing to undo" in done.stdout
+        assert "DROP INDEX" not in done.stdout
+        assert "copy it over" not in done.stdout
+        assert content_digest(db) == before
+        assert index_leads(db) == set()
+
+    def test_a_wal_database_is_checkpointed_and_its_wal_emptied(self, tmp_path, db):
+        with contextlib.closing(sqlite3.connect(db)) as app:
+            app.execute("PRAGMA journal_mode=WAL")
+        holder = sqlite3.connect(db)  # keeps the -wal from being removed at the last close
+        try:
+            holder.execute("SELECT 1").fetchall()
+            config = write_config(tmp_path, db)
+            done = fossamon(
+                "db", "optimize", "-c", config, "--runs", "1",
+                "--apply", "CREATE INDEX by_make ON dispensers(make)",
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert "done: PRAGMA wal_checkpoint(TRUNCATE)" in done.stdout
+            assert Path(f"{db}-wal").stat().st_size == 0
+        finally:
+            holder.close()
+        assert index_leads(db) == {"make"}

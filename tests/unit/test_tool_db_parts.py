@@ -23,6 +23,7 @@ from fossamon.tools.db_advice import (
 )
 from fossamon.tools.db_analyze import merge_advice
 from fossamon.tools.db_backup import (
+    BackupError,
     SpaceNeed,
     backup_name,
     shortfalls,
@@ -32,10 +33,18 @@ from fossamon.tools.db_backup import (
 from fossamon.tools.db_counters import (
     CountersUnavailableError,
     CounterTimeoutError,
+    check_version,
     load_counter,
 )
+from fossamon.tools.db_optimize import estimate_index_bytes, make_plan
 from fossamon.tools.db_plan import PlanCost, PlanStep, full_scans, plan_cost
-from fossamon.tools.db_read import QueryTimeoutError, deadline, open_readonly, run_counted
+from fossamon.tools.db_read import (
+    PragmaRefusedError,
+    QueryTimeoutError,
+    deadline,
+    open_readonly,
+    run_counted,
+)
 from fossamon.tools.db_whatif import IndexKey, InvalidIndexError, WhatIfSchema
 
 SCHEMA = (
@@ -277,6 +286,18 @@ class TestBackup:
         with contextlib.closing(sqlite3.connect(second)) as copy:
             assert copy.execute("SELECT COUNT(*) FROM work_orders").fetchone() == (1000,)
 
+    def test_the_backup_of_a_wal_database_leaves_no_wal_or_shm(self, tmp_path):
+        path = file_db(tmp_path / "app.db")
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+        backups = tmp_path / "backups"
+        backups.mkdir()
+        backup = take_backup(str(path), backups, 1.0)
+        assert sorted(p.name for p in backups.iterdir()) == [backup.name]
+        with contextlib.closing(sqlite3.connect(f"file:{backup}?mode=ro", uri=True)) as copy:
+            assert copy.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert copy.execute("SELECT COUNT(*) FROM work_orders").fetchone() == (1000,)
+
     def test_the_name_carries_the_utc_time(self, tmp_path):
         moment = datetime(2026, 11, 26, 23, 47, 5, tzinfo=UTC)
         assert backup_name(tmp_path / "app.db", moment) == "app.db.backup-20261126T234705Z"
@@ -397,3 +418,122 @@ class TestSingleInstructionDeadline:
         assert sizes == {}
         assert note is not None
         assert "dbstat reads every page" in note
+
+
+class TestPragmaAllowList:
+    def test_locking_mode_is_refused_by_name_and_the_application_can_still_write(self, tmp_path):
+        path = str(file_db(tmp_path / "app.db", rows=10))
+        with open_readonly(path, 2.0) as ro:
+            for sql in ("PRAGMA locking_mode = EXCLUSIVE", "PRAGMA journal_mode = DELETE"):
+                with pytest.raises(PragmaRefusedError, match=sql.split()[1]):
+                    run_counted(ro.conn, sql, 2.0)
+            run_counted(
+                ro.conn, "SELECT * FROM work_orders", 2.0
+            )  # a read after the refused PRAGMA
+            with contextlib.closing(sqlite3.connect(path, timeout=0.1)) as app:
+                app.execute("DELETE FROM work_orders WHERE rowid = 1")
+                app.commit()
+
+    @pytest.mark.parametrize(
+        "sql",
+        [
+            "PRAGMA table_info(work_orders)",
+            "PRAGMA table_xinfo(work_orders)",
+            "PRAGMA index_list(work_orders)",
+            "PRAGMA page_count",
+            "PRAGMA page_size",
+            "PRAGMA freelist_count",
+            "PRAGMA journal_mode",
+            "PRAGMA user_version",
+            "SELECT name FROM pragma_table_info('work_orders')",
+        ],
+    )
+    def test_reading_pragmas_are_allowed(self, tmp_path, sql):
+        path = str(file_db(tmp_path / "app.db", rows=10))
+        with open_readonly(path, 2.0) as ro:
+            run_counted(ro.conn, sql, 2.0)  # no PragmaRefusedError
+
+    def test_user_version_with_an_argument_is_refused(self, tmp_path):
+        path = str(file_db(tmp_path / "app.db", rows=10))
+        with (
+            open_readonly(path, 2.0) as ro,
+            pytest.raises(PragmaRefusedError, match="user_version"),
+        ):
+            run_counted(ro.conn, "PRAGMA user_version = 7", 2.0)
+
+
+class TestIndexSpace:
+    def _wide_db(self, path):
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+            conn.executemany(
+                "INSERT INTO notes (body) VALUES (?)", ((f"{i:0200d}",) for i in range(20_000))
+            )
+            conn.commit()
+        return path
+
+    def test_an_index_is_estimated_from_rows_and_key_width(self, tmp_path):
+        path = str(self._wide_db(tmp_path / "app.db"))
+        with open_readonly(path, 5.0) as ro:
+            estimate = estimate_index_bytes(ro, IndexKey("notes", ("body",)), 5.0)
+        assert 20_000 * 200 <= estimate <= 20_000 * 200 * 2
+
+    def test_the_disk_needs_include_the_new_indexes(self, tmp_path):
+        import argparse
+
+        from fossamon.config import DbCollectorConfig
+
+        path = self._wide_db(tmp_path / "app.db")
+        db = DbCollectorConfig.model_validate({"path": str(path), "queries": []})
+        args = argparse.Namespace(
+            backup_dir=None,
+            apply=["CREATE INDEX by_body ON notes(body)"],
+            advised=False,
+            advisor="plan",
+            no_vacuum=False,
+        )
+        plan = make_plan(args, db, 5.0)
+        needs = {need.purpose: need.bytes for need in plan.space}
+        size = plan.database_bytes
+        assert needs["backup"] == size
+        assert needs["the new indexes"] >= 2 * 20_000 * 200
+        assert needs["VACUUM's copy"] >= size + 20_000 * 200
+        assert needs["VACUUM's journal"] >= size + 20_000 * 200
+
+
+class TestSmallFindings:
+    def test_a_backup_that_needs_the_applications_collation_names_it(self, tmp_path):
+        path = collated_db(tmp_path / "app.db")
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.create_collation("app_nocase", lambda a, b: (a > b) - (a < b))
+            conn.execute("CREATE INDEX by_name ON t(name)")
+            conn.commit()
+        backups = tmp_path / "backups"
+        backups.mkdir()
+        with pytest.raises(BackupError, match="collation app_nocase, which only the application"):
+            take_backup(str(path), backups, 1.0)
+        assert list(backups.iterdir()) == []
+
+    def test_counters_of_another_sqlite_version_are_skipped_with_the_reason(self):
+        check_version("libsqlite3.so.0", sqlite3.sqlite_version, sqlite3.sqlite_version)
+        with pytest.raises(CountersUnavailableError, match=r"SQLite 3\.0\.0, but Python"):
+            check_version("libsqlite3.so.0", "3.0.0", sqlite3.sqlite_version)
+        assert load_counter().version == sqlite3.sqlite_version  # this system: the same library
+
+    def test_a_refused_attach_names_the_tool_not_the_collector(self, tmp_path):
+        path = str(file_db(tmp_path / "app.db", rows=10))
+        with open_readonly(path, 2.0) as ro:
+            with pytest.raises(sqlite3.DatabaseError) as caught:
+                run_counted(ro.conn, f"ATTACH '{tmp_path / 'x.db'}' AS x", 2.0)
+            _kind, message = ro.describe(caught.value)
+        assert "fossamon db analyze|optimize only read" in message
+        assert "collector" not in message
+        assert not (tmp_path / "x.db").exists()
+
+    def test_the_tools_share_the_collectors_settings(self):
+        from fossamon.collectors import db as collector
+        from fossamon.tools import db_advice, db_counters, db_read
+
+        for module in (db_read, db_counters, db_advice):
+            assert module._BUSY_SHARE is collector._BUSY_SHARE
+        assert db_read._PROBE_SQL is collector._PROBE_SQL
