@@ -17,7 +17,7 @@ INSTALL_FROM  ?= .
 UNIT_DIR      ?= /etc/systemd/system
 CONFIG_DIR    ?= /etc/fossamon
 
-.PHONY: demo test lint types pytest clean install
+.PHONY: demo test lint types pytest bench clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint types pytest
+
+# Benchmarks are not tests: they take minutes and rewrite docs/benchmarks.md. As root, the
+# peers they measure against are installed first (nginx serves the load tests' target).
+bench: $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			nginx-light wrk hey >/dev/null; \
+	fi
+	$(BIN)/python benchmarks/run_all.py --output docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -25,3 +25,29 @@ def test_writer_benchmark_runs_and_accounts_for_every_line():
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert float(cells[1].replace(",", "")) > 0  # lines/s
         assert cells[-1] == "3,000 / 3,000"
+
+
+def test_make_bench_runner_writes_the_page(tmp_path):
+    page = tmp_path / "benchmarks.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "run_all.py"),
+            "--quick",
+            "--only",
+            "writer",
+            "--output",
+            str(page),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    assert text.startswith("# Benchmarks")
+    assert "CPUs" in text
+    assert "## JSONL writer throughput" in text
+    assert "exit 0" in text
+    assert "3,000 / 3,000" in text  # the writer's own accounting made it onto the page
