@@ -337,12 +337,16 @@ def collated_db(path):
 
 
 SHELL = shutil.which("sqlite3")
-needs_shell = pytest.mark.skipif(SHELL is None, reason="the sqlite3 shell is not installed")
+
+
+@pytest.fixture
+def shell(need):
+    """The sqlite3 shell: skipped without it, a failure under FOSSAMON_E2E=require."""
+    need(SHELL is not None, "the sqlite3 shell (Debian package sqlite3)")
 
 
 class TestExpertRefusesWhatIsNotAdvice:
-    @needs_shell
-    def test_an_application_collation_is_not_taken_as_no_index_needed(self, tmp_path):
+    def test_an_application_collation_is_not_taken_as_no_index_needed(self, tmp_path, shell):
         # .expert cannot start (no such collation); the shell then ran the query itself and
         # its rows were parsed as "(no new indexes)"
         path = str(collated_db(tmp_path / "app.db"))
@@ -350,8 +354,7 @@ class TestExpertRefusesWhatIsNotAdvice:
         with pytest.raises(AdviceError, match=r"app_nocase|not its advice"):
             expert_advice(SHELL, path, "SELECT n, 'MARKER' FROM t WHERE n = 5", 2.0)
 
-    @needs_shell
-    def test_advisor_falls_back_to_the_plan_advisor_with_a_note(self, tmp_path):
+    def test_advisor_falls_back_to_the_plan_advisor_with_a_note(self, tmp_path, shell):
         path = str(collated_db(tmp_path / "app.db"))
         with open_readonly(path, 2.0) as ro:
             whatif = WhatIfSchema(ro.conn)
