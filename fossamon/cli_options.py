@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     import argparse
 
     from fossamon.config import Config
+    from fossamon.errors import ConfigError
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -39,10 +40,15 @@ def load_config_or_report(given: str | None, command: str) -> Config | None:
     try:
         return load_checked(path)
     except ConfigError as exc:
-        print(
-            f"fossamon {command}: invalid configuration ({len(exc.problems)} problem(s)):",
-            file=sys.stderr,
-        )
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        report_problems(command, "configuration", exc)
         return None
+
+
+def report_problems(command: str, what: str, exc: ConfigError) -> None:
+    """Print every problem of `exc` to stderr, under a line naming the command and `what`."""
+    print(
+        f"fossamon {command}: invalid {what} ({len(exc.problems)} problem(s)):",
+        file=sys.stderr,
+    )
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)

@@ -167,16 +167,17 @@ def _wait_for_verdict(
                 message = f"reloaded (generation {state.generation})"
                 return ReloadOutcome(ok=True, message=message), state.config_digest
             return _refused(f"reload rejected: {state.last_reload_error}"), state.config_digest
-        if not _alive(pid):
+        if not process_alive(pid):
             return _absent(f"the daemon (pid {pid}) exited during the reload"), None
     return _refused(f"no answer from pid {pid} in time"), None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0), ours to signal or not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # it exists; it is not ours to signal
     return True

@@ -10,7 +10,6 @@ daemon runs, saying where it looked.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import os
 import sqlite3
@@ -22,9 +21,15 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fossamon.control import STATE_FILE, StateUnreadableError, process_start_ticks, read_state
+from fossamon.control import (
+    STATE_FILE,
+    StateUnreadableError,
+    process_alive,
+    process_start_ticks,
+    read_state,
+)
 from fossamon.errors import EX_CRITICAL, EX_NOT_RUNNING, EX_OK, ConfigError
-from fossamon.model import iso_ts
+from fossamon.model import iso_ts, parse_iso_ts
 from fossamon.rules.evaluator import SeriesState
 from fossamon.tables import aligned
 from fossamon.units import format_duration, format_value
@@ -88,19 +93,9 @@ def running_daemon(runtime_dir: str) -> DaemonState:
     if state.start_ticks is not None:
         if process_start_ticks(state.pid) != state.start_ticks:
             raise NotRunningError(gone)
-    elif not _alive(state.pid):  # /proc could not tell when it started: ask the kernel
+    elif not process_alive(state.pid):  # /proc could not tell when it started: ask the kernel
         raise NotRunningError(gone)
     return state
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists; it is not ours to signal
-    return True
 
 
 def fetch(state: DaemonState, config: Config | None, state_dir: str) -> dict[str, Any]:
@@ -210,8 +205,7 @@ def render(doc: dict[str, Any], now: float) -> str:
 def _ago(stamp: str | None, now: float) -> str:
     if not stamp:
         return "never"
-    when = dt.datetime.fromisoformat(stamp).timestamp()
-    return f"{format_duration(max(0.0, now - when))} ago"
+    return f"{format_duration(max(0.0, now - parse_iso_ts(stamp)))} ago"
 
 
 def _collectors(collectors: dict[str, Any], now: float) -> list[str]:

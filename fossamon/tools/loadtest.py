@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fossamon.cli_options import add_config_option
+from fossamon.cli_options import add_config_option, report_problems
 
 if TYPE_CHECKING:
     from fossamon.tools.loadtest_plan import Plan
@@ -125,12 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"fossamon loadtest: {exc}", file=sys.stderr)
         return EX_USAGE
     except ConfigError as exc:
-        print(
-            f"fossamon loadtest: invalid scenario ({len(exc.problems)} problem(s)):",
-            file=sys.stderr,
-        )
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        report_problems("loadtest", "scenario", exc)
         return EX_CONFIG
     if plan is None:
         return EX_CONFIG

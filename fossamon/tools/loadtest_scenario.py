@@ -56,7 +56,7 @@ from fossamon.tools.loadtest_plan import (
 )
 
 if TYPE_CHECKING:
-    from fossamon.config import ApiCollectorConfig
+    from fossamon.config import ApiCollectorConfig, EndpointConfig
 
 # --- the scenario file ---------------------------------------------------------------------
 
@@ -126,16 +126,7 @@ def parse_scenario(raw: dict[str, Any], file: str = "<scenario>") -> Plan:
     if problems:
         raise ConfigError(problems)
     endpoints = tuple(
-        Endpoint(
-            name=ep.name,
-            url=ep.url or scenario.base_url.rstrip("/") + (ep.path or ""),
-            method=ep.method,
-            headers=_header_items(scenario.headers, ep.headers, ep.json_body),
-            body=_body(ep.json_body, ep.body),
-            weight=ep.weight,
-            timeout=ep.timeout or scenario.timeout,
-            expect_status=tuple(ep.expect_status),
-        )
+        _endpoint(ep, scenario.base_url, scenario.headers, scenario.timeout, weight=ep.weight)
         for ep in scenario.endpoints
     )
     duration = scenario.duration
@@ -199,18 +190,7 @@ def _describe(error: Any) -> str:
 
 def plan_from_api(api: ApiCollectorConfig, source: str) -> Plan:
     """Every endpoint the daemon probes, weight 1 each, with its method, headers and body."""
-    endpoints = tuple(
-        Endpoint(
-            name=ep.name,
-            url=ep.url or api.base_url.rstrip("/") + (ep.path or ""),
-            method=ep.method,
-            headers=_header_items(api.headers, ep.headers, ep.json_body),
-            body=_body(ep.json_body, ep.body),
-            timeout=ep.timeout or api.timeout,
-            expect_status=tuple(ep.expect_status),
-        )
-        for ep in api.endpoints
-    )
+    endpoints = tuple(_endpoint(ep, api.base_url, api.headers, api.timeout) for ep in api.endpoints)
     return Plan(endpoints=endpoints, verify_tls=api.verify_tls, source=source)
 
 
@@ -268,6 +248,26 @@ def with_overrides(plan: Plan, **changes: Any) -> Plan:
     if "duration" in given and "requests" not in given:
         given["requests"] = None
     return replace(plan, **given)
+
+
+def _endpoint(
+    ep: _EndpointFile | EndpointConfig,
+    base_url: str,
+    common_headers: dict[str, str],
+    default_timeout: float,
+    weight: float = 1.0,
+) -> Endpoint:
+    """One endpoint of a scenario file or of the daemon's config, resolved against its base."""
+    return Endpoint(
+        name=ep.name,
+        url=ep.url or base_url.rstrip("/") + (ep.path or ""),
+        method=ep.method,
+        headers=_header_items(common_headers, ep.headers, ep.json_body),
+        body=_body(ep.json_body, ep.body),
+        weight=weight,
+        timeout=ep.timeout or default_timeout,
+        expect_status=tuple(ep.expect_status),
+    )
 
 
 def _header_items(
