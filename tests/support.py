@@ -44,6 +44,49 @@ listen = "{exporter}"
 """
 
 
+def demo_collectors(
+    url: str,
+    db: Path | str,
+    *,
+    interval: str | None = "500ms",
+    system_interval: str | None = "500ms",
+    api_timeout: str = "1s",
+    record_value: bool = True,
+) -> str:
+    """The `[collectors.*]` sections watching the demo target and its database: the system
+    collector (left out when `system_interval` is None), the api collector on /api/health and
+    /api/work-orders, the db collector counting work orders. `interval=None` leaves the api
+    and db collectors at their default intervals."""
+    lines = []
+    if system_interval is not None:
+        lines += ["[collectors.system]", f'interval = "{system_interval}"']
+    lines.append("[collectors.api]")
+    if interval is not None:
+        lines.append(f'interval = "{interval}"')
+    lines += [
+        f'timeout = "{api_timeout}"',
+        f'base_url = "{url}"',
+        "[[collectors.api.endpoints]]",
+        'name = "health"',
+        'path = "/api/health"',
+        "[[collectors.api.endpoints]]",
+        'name = "work_orders"',
+        'path = "/api/work-orders?limit=10"',
+        "[collectors.db]",
+    ]
+    if interval is not None:
+        lines.append(f'interval = "{interval}"')
+    lines += [
+        f'path = "{db}"',
+        "[[collectors.db.queries]]",
+        'name = "work_orders_count"',
+        'sql = "SELECT COUNT(*) FROM work_orders"',
+    ]
+    if record_value:
+        lines.append("record_value = true")
+    return "\n".join(lines) + "\n"
+
+
 # --- reading HTML (the status page) ---------------------------------------------------------
 
 VOID = {"meta", "br", "img", "input", "link", "hr"}

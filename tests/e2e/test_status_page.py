@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from support import CHROMIUM, Dom, chromium_argv, daemon_head, free_port
+from support import CHROMIUM, Dom, chromium_argv, daemon_head, demo_collectors, free_port
 
 from fossamon.demo.target import DemoTarget
 
@@ -38,25 +38,8 @@ def config(tmp_path: Path, port: int, url: str, db: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
         head
-        + f"""
-[collectors.system]
-interval = "500ms"
-[collectors.api]
-interval = "500ms"
-timeout = "2s"
-base_url = "{url}"
-[[collectors.api.endpoints]]
-name = "health"
-path = "/api/health"
-[[collectors.api.endpoints]]
-name = "work_orders"
-path = "/api/work-orders?limit=10"
-[collectors.db]
-interval = "500ms"
-path = "{db}"
-[[collectors.db.queries]]
-name = "work_orders_count"
-sql = "SELECT COUNT(*) FROM work_orders"
+        + demo_collectors(url, db, api_timeout="2s", record_value=False)
+        + """
 [[rules]]
 name = "cpu_seen"
 metric = "system_cpu_percent"

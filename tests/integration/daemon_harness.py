@@ -13,34 +13,20 @@ import time
 from pathlib import Path
 
 import pytest
-from support import daemon_head
+from support import daemon_head, demo_collectors
 
 
 def daemon_config(tmp_path: Path, url: str, db: Path, **extra: str) -> Path:
     """A fast config: short intervals, every KPI rule, outputs in tmp_path."""
     text = (
         daemon_head(tmp_path, grace=extra.get("grace", "2s"))
-        + f"""
-[collectors.system]
-interval = "{extra.get("system_interval", "500ms")}"
-[collectors.api]
-interval = "500ms"
-timeout = "{extra.get("api_timeout", "1s")}"
-base_url = "{url}"
-[[collectors.api.endpoints]]
-name = "health"
-path = "/api/health"
-[[collectors.api.endpoints]]
-name = "work_orders"
-path = "/api/work-orders?limit=10"
-[collectors.db]
-interval = "500ms"
-path = "{db}"
-[[collectors.db.queries]]
-name = "work_orders_count"
-sql = "SELECT COUNT(*) FROM work_orders"
-record_value = true
-[[rules]]
+        + demo_collectors(
+            url,
+            db,
+            system_interval=extra.get("system_interval", "500ms"),
+            api_timeout=extra.get("api_timeout", "1s"),
+        )
+        + f"""[[rules]]
 name = "api_down"
 metric = "api_up"
 direction = "below"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from support import daemon_head
+from support import daemon_head, demo_collectors
 
 from fossamon.config import load_config
 from fossamon.demo.target import DemoTarget
@@ -33,21 +33,10 @@ def bench_config(tmp_path: Path, url: str, db: Path, extra_query: str = "") -> P
     path = tmp_path / "config.toml"
     path.write_text(
         daemon_head(tmp_path)
+        + demo_collectors(
+            url, db, interval=None, system_interval=None, api_timeout="5s", record_value=False
+        )
         + f"""
-[collectors.api]
-timeout = "5s"
-base_url = "{url}"
-[[collectors.api.endpoints]]
-name = "health"
-path = "/api/health"
-[[collectors.api.endpoints]]
-name = "work_orders"
-path = "/api/work-orders?limit=10"
-[collectors.db]
-path = "{db}"
-[[collectors.db.queries]]
-name = "work_orders_count"
-sql = "SELECT COUNT(*) FROM work_orders"
 [[collectors.db.queries]]
 name = "recent_work_orders"
 sql = "SELECT * FROM work_orders ORDER BY created_date DESC LIMIT 100"

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from support import free_port
 
 from fossamon.demo.target import DemoTarget
 from fossamon.model import ErrorKind
@@ -65,10 +65,22 @@ async def loadtest(tmp_path: Path, *args: str, timeout: float = 60) -> Outcome:
     return Outcome(proc.returncode, out.decode(), err.decode(), data)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+async def counted_run(
+    tmp_path: Path, url: str, *args: str, requests: int, concurrency: int, processes: int
+) -> Outcome:
+    """`fossamon loadtest` sending a fixed number of requests to one URL."""
+    return await loadtest(
+        tmp_path,
+        "--url",
+        url,
+        "--requests",
+        str(requests),
+        "--concurrency",
+        str(concurrency),
+        "--processes",
+        str(processes),
+        *args,
+    )
 
 
 def assert_counts_add_up(figures: dict[str, Any]) -> None:
@@ -235,18 +247,14 @@ async def test_counts_add_up_per_endpoint_and_overall(tmp_path, demo):
 @pytest.mark.parametrize("engine", ["lean", "aiohttp"])
 async def test_percentiles_match_an_injected_latency(tmp_path, demo, engine):
     demo.faults.set("/api/health", latency=0.05)
-    done = await loadtest(
+    done = await counted_run(
         tmp_path,
-        "--url",
         f"{demo.url}/api/health",
-        "--requests",
-        "200",
-        "--concurrency",
-        "10",
-        "--processes",
-        "1",
         "--engine",
         engine,
+        requests=200,
+        concurrency=10,
+        processes=1,
     )
     assert done.code == 0, done.stdout + done.stderr
     assert done.report is not None
@@ -339,16 +347,8 @@ async def test_what_fell_due_while_every_worker_was_busy_is_counted_as_unsent(se
 
 async def test_a_run_where_every_request_fails_still_reports_and_fails(tmp_path):
     port = free_port()
-    done = await loadtest(
-        tmp_path,
-        "--url",
-        f"http://127.0.0.1:{port}/api/health",
-        "--requests",
-        "40",
-        "--concurrency",
-        "4",
-        "--processes",
-        "2",
+    done = await counted_run(
+        tmp_path, f"http://127.0.0.1:{port}/api/health", requests=40, concurrency=4, processes=2
     )
     assert done.code == 1, done.stderr
     report = done.report
@@ -366,16 +366,8 @@ async def test_a_run_where_every_request_fails_still_reports_and_fails(tmp_path)
 
 async def test_worker_processes_merge(tmp_path, demo):
     demo.faults.set("/api/health", latency=0.02)
-    done = await loadtest(
-        tmp_path,
-        "--url",
-        f"{demo.url}/api/health",
-        "--requests",
-        "301",
-        "--concurrency",
-        "8",
-        "--processes",
-        "2",
+    done = await counted_run(
+        tmp_path, f"{demo.url}/api/health", requests=301, concurrency=8, processes=2
     )
     assert done.code == 0, done.stdout + done.stderr
     report = done.report
@@ -403,19 +395,15 @@ async def test_worker_processes_merge(tmp_path, demo):
 )
 async def test_the_kpi_verdict_decides_the_exit_code(tmp_path, demo, options, code, failed):
     demo.faults.set("/api/health", latency=0.01, status=500, error_rate=0.05)
-    done = await loadtest(
+    done = await counted_run(
         tmp_path,
-        "--url",
         f"{demo.url}/api/health",
-        "--requests",
-        "200",
-        "--concurrency",
-        "10",
-        "--processes",
-        "1",
         "--min-success",
         "90",
         *options,
+        requests=200,
+        concurrency=10,
+        processes=1,
     )
     assert done.code == code, done.stdout + done.stderr
     assert done.report is not None
