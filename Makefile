@@ -40,12 +40,14 @@ pytest: $(STAMP)
 
 test: lint types pytest
 
-# Benchmarks are not tests: they take minutes and rewrite docs/benchmarks.md. As root, the
-# peers they measure against are installed first (nginx serves the load tests' target).
+# Benchmarks are not tests: they take about 25 minutes (the overhead run alone is 10) and
+# rewrite docs/benchmarks.md. As root, the peers they measure against are installed first
+# (nginx serves the load tests' target; node_exporter and blackbox_exporter are the always-on
+# peers; hey and wrk the load testers').
 bench: $(STAMP)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			nginx-light wrk hey >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			nginx-light wrk hey prometheus-node-exporter prometheus-blackbox-exporter >/dev/null; \
 	fi
 	$(BIN)/python benchmarks/run_all.py --output docs/benchmarks.md
 

@@ -175,3 +175,10 @@ def verdict(met: bool) -> str:
 
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def summary(budget: int, figure: str, fossamon: str, target: str, peer: str, met: bool) -> None:
+    """One row of docs/benchmarks.md's summary table: run_all.py collects these lines from a
+    benchmark's output (and leaves them out of its section)."""
+    cells = (str(budget), figure, fossamon, target, peer, verdict(met))
+    print("SUMMARY|" + "|".join(cell.replace("|", "/") for cell in cells), flush=True)

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from _common import summary
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -280,6 +282,29 @@ def table(found: list[Tester]) -> list[str]:
     return lines
 
 
+def summarize(found: list[Tester]) -> None:
+    """Budget 7's rows for the summary: fossamon at its defaults (the lean engine, one
+    process) against the runbook's rate and against hey in the same rounds."""
+    ours = next((t for t in found if t.runs and t.name == "fossamon lean --processes 1"), None)
+    ours = ours or next((t for t in found if t.runs and t.name.startswith("fossamon")), None)
+    if ours is None:
+        return
+    rate = statistics.median(r.rps for r in ours.runs)
+    cpu = statistics.median(r.cpu_seconds / r.requests * 1000 for r in ours.runs)
+    shown = f"{rate:,.0f} req/s ({ours.name.removeprefix('fossamon ')}), {cpu:.3f} CPU s/1k"
+    summary(7, "load tester vs the runbook's", shown, ">= 2x", f"runbook {RUNBOOK_RPS:,.0f}",
+            rate >= 2 * RUNBOOK_RPS)  # fmt: skip
+    hey = next((t for t in found if t.name == "hey" and t.runs), None)
+    if hey is None:
+        summary(7, "load tester vs hey", shown, ">= 0.5x", "hey not installed", met=False)
+        return
+    ratio = statistics.median(a.rps / b.rps for a, b in zip(ours.runs, hey.runs, strict=True))
+    hey_rate = statistics.median(r.rps for r in hey.runs)
+    hey_cpu = statistics.median(r.cpu_seconds / r.requests * 1000 for r in hey.runs)
+    summary(7, "load tester vs hey", f"{shown}; {ratio:.2f}x hey", ">= 0.5x",
+            f"hey {hey_rate:,.0f} req/s, {hey_cpu:.3f} CPU s/1k", ratio >= 0.5)  # fmt: skip
+
+
 def machine() -> list[str]:
     model = "unknown"
     with contextlib.suppress(OSError):
@@ -334,6 +359,7 @@ def main() -> int:
             f"{args.repeat} round(s), rotating order.\n"
         )
         print("\n".join(table(found)))
+        summarize(found)
         print()
         print("\n".join(machine()))
         for tester in present:
