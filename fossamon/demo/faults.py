@@ -1,10 +1,16 @@
-"""Injected faults for the demo target: latency, forced error statuses, hangs, per path prefix.
+"""Injected faults for the demo target: latency, forced error statuses, hangs, broken bodies,
+per path prefix.
 
     faults = Faults(seed=0)
     faults.set("/api/work-orders", latency=0.3)            # every answer 300 ms late
     faults.set("/api/health", status=503, error_rate=0.5)   # half of them fail, reproducibly
     faults.set("/api/dispensers", hang=True)                # accepted, never answered
+    faults.set("/api/health", body="invalid_json")          # 200, but the JSON is cut short
     faults.clear()
+
+`body` is what a broken server sends instead of the answer (see BODY_FAULTS): a body trickled
+one byte a second, a 100 MiB body, JSON cut short, a redirect to itself, or a connection
+reset before any answer. Like `status`, it applies to `error_rate` of the requests.
 
 A rule matches its path and everything below it ("/api" matches "/api/health", not
 "/apis"); the longest matching prefix wins, so one request meets at most one rule.
@@ -18,18 +24,21 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 MAX_LATENCY = 3_600.0  # a typo like 3000 (meant as ms) should not park requests for days
-_FIELDS = frozenset({"path", "latency", "status", "error_rate", "hang"})
+_FIELDS = frozenset({"path", "latency", "status", "error_rate", "hang", "body"})
+BODY_FAULTS = ("trickle", "huge", "invalid_json", "redirect_loop", "reset")
 
 
 @dataclass(frozen=True, slots=True)
 class FaultRule:
-    """What happens to requests under `path`. `status` applies to `error_rate` of them."""
+    """What happens to requests under `path`. `status` or `body` applies to `error_rate` of
+    them."""
 
     path: str
     latency: float = 0.0
     status: int | None = None
     error_rate: float = 0.0
     hang: bool = False
+    body: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,11 +46,13 @@ class FaultRule:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The fault one request gets: wait `latency`, then hang, fail with `status`, or go on."""
+    """The fault one request gets: wait `latency`, then hang, fail with `status` or a broken
+    `body`, or go on."""
 
     latency: float = 0.0
     status: int | None = None
     hang: bool = False
+    body: str | None = None
 
 
 NO_FAULT = Decision()
@@ -66,12 +77,14 @@ class Faults:
         status: int | None = None,
         error_rate: float | None = None,
         hang: bool = False,
+        body: str | None = None,
     ) -> FaultRule:
         """Add or replace the rule for `path`; a bad field raises TypeError or ValueError naming it.
 
-        `error_rate` defaults to 1 when a `status` is given; an `error_rate` alone fails with 500.
+        `error_rate` defaults to 1 when a `status` or `body` is given; an `error_rate` alone
+        fails with 500.
         """
-        rule = _validated(path, latency, status, error_rate, hang)
+        rule = _validated(path, latency, status, error_rate, hang, body)
         self._rules[rule.path] = (rule, _rule_rng(self._seed, rule.path))
         return rule
 
@@ -90,6 +103,7 @@ class Faults:
             status=data.get("status"),
             error_rate=data.get("error_rate"),
             hang=data.get("hang", False),
+            body=data.get("body"),
         )
 
     def clear(self, path: str | None = None) -> int:
@@ -113,10 +127,13 @@ class Faults:
         if best is None:
             return NO_FAULT
         rule, rng = best
-        fails = rule.status is not None and rng.random() < rule.error_rate
+        failing = rule.status is not None or rule.body is not None
+        fails = failing and rng.random() < rule.error_rate
         if not (rule.latency or rule.hang or fails):
             return NO_FAULT
-        return Decision(rule.latency, rule.status if fails else None, rule.hang)
+        if not fails:
+            return Decision(rule.latency, None, rule.hang)
+        return Decision(rule.latency, rule.status, rule.hang, rule.body)
 
 
 def _rule_rng(seed: int, path: str) -> random.Random:
@@ -132,7 +149,7 @@ def _normalized(path: str) -> str:
 
 
 def _validated(
-    path: object, latency: object, status: object, error_rate: object, hang: object
+    path: object, latency: object, status: object, error_rate: object, hang: object, body: object
 ) -> FaultRule:
     if not isinstance(path, str):
         raise TypeError(f"path: expected a string starting with '/', got {path!r}")
@@ -143,14 +160,18 @@ def _validated(
         raise TypeError(f"status: expected an HTTP error status 400..599, got {status!r}")
     if status is not None and not 400 <= status <= 599:
         raise ValueError(f"status: expected an HTTP error status 400..599, got {status!r}")
+    if body is not None and body not in BODY_FAULTS:
+        raise ValueError(f"body: expected one of {', '.join(BODY_FAULTS)}, got {body!r}")
+    if body is not None and status is not None:
+        raise ValueError("body: give a status or a body fault, not both")
     if error_rate is not None:
         rate = _number("error_rate", error_rate, 1.0, "a fraction, 0..1")
-        status = 500 if status is None else status
+        status = 500 if status is None and body is None else status
     else:
-        rate = 1.0 if status is not None else 0.0
+        rate = 1.0 if status is not None or body is not None else 0.0
     if not isinstance(hang, bool):
         raise TypeError(f"hang: expected true or false, got {hang!r}")
-    return FaultRule(_normalized(path), delay, status, rate, hang)
+    return FaultRule(_normalized(path), delay, status, rate, hang, body)
 
 
 def _number(field: str, value: object, highest: float, expected: str) -> float:

@@ -15,14 +15,16 @@ import asyncio
 import logging
 import random
 import signal
+import socket
 import sqlite3
+import struct
 import sys
 from collections import Counter
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 
 from fossamon.demo._db import ReadOnlyDatabase
 from fossamon.demo.api import FossaWorkApi, fastapi_errors
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 
 DEFAULT_TOKEN = "probe"  # noqa: S105 - the demo's published probe token, not a secret
 CONTROL_PREFIX = "/_demo/"
+HUGE_BODY_BYTES = 100 * 2**20  # the "100 MB body" of issue 9's fault matrix
+HUGE_BODY_CHUNK = 2**16
+TRICKLE_BYTES = 3_600  # an hour at one byte a second, unless the client or the target stops
 # Requests still running when stop() begins get this long before they are cancelled. Hung and
 # delayed requests do not count against it: stop() wakes them first.
 _SHUTDOWN_GRACE = 0.5
@@ -147,9 +152,40 @@ class DemoTarget:
                 return web.json_response(
                     {"detail": phrase, "injected": True}, status=decision.status
                 )
+            if decision.body is not None:
+                return await self._broken_body(request, decision.body)
             return await handler(request)
 
         return apply_faults
+
+    async def _broken_body(self, request: web.Request, kind: str) -> web.StreamResponse:
+        """What a broken server sends instead of the answer (faults.BODY_FAULTS)."""
+        if kind == "invalid_json":
+            return web.Response(
+                body=b'{"status": "healthy", "database": "conn', content_type="application/json"
+            )
+        if kind == "redirect_loop":
+            raise web.HTTPFound(location=request.path_qs)
+        if kind == "reset":
+            _reset(request)
+            return web.Response(status=HTTPStatus.NO_CONTENT)  # never sent: the socket is gone
+        trickle = kind == "trickle"
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = TRICKLE_BYTES if trickle else HUGE_BODY_BYTES
+        await response.prepare(request)
+        try:
+            if trickle:  # one byte a second until the whole body is out or the target stops
+                for _ in range(TRICKLE_BYTES):
+                    await response.write(b" ")
+                    if await self._stops_within(1.0):
+                        break
+            else:
+                chunk = b" " * HUGE_BODY_CHUNK
+                for _ in range(HUGE_BODY_BYTES // HUGE_BODY_CHUNK):
+                    await response.write(chunk)
+        except (ConnectionResetError, ClientConnectionResetError):
+            pass  # the client gave up, as a monitor with a body cap or a timeout should
+        return response
 
     async def _stops_within(self, seconds: float) -> bool:
         try:
@@ -195,6 +231,17 @@ class DemoTarget:
                 # A busy or missing database is the monitor's business to see, not a reason to
                 # stop the target; the next tick tries again.
                 _log.warning("live writer: could not add a work order to %s: %s", self.db_path, exc)
+
+
+def _reset(request: web.Request) -> None:
+    """Close the connection with a TCP RST (SO_LINGER 0), as a crashing server does."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _stopping_response() -> web.Response:

@@ -450,6 +450,61 @@ class TestFaults:
         finally:
             await target.stop()
 
+    async def test_invalid_json_body(self, target, session):
+        target.faults.set("/api/health", body="invalid_json")
+        async with session.get(f"{target.url}/api/health") as response:
+            assert response.status == 200
+            with pytest.raises(ValueError, match="Unterminated string"):
+                await response.json()
+
+    async def test_redirect_loop(self, target, session):
+        target.faults.set("/api/health", body="redirect_loop")
+        url = f"{target.url}/api/health?x=1"
+        with pytest.raises(aiohttp.TooManyRedirects):
+            await get(session, url, max_redirects=5)
+        async with session.get(url, allow_redirects=False) as response:
+            assert (response.status, response.headers["Location"]) == (302, "/api/health?x=1")
+
+    async def test_reset_before_any_answer(self, target, session):
+        target.faults.set("/api/health", body="reset")
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await get(session, f"{target.url}/api/health")
+        target.faults.clear()
+        assert (await get(session, f"{target.url}/api/health"))[0] == 200  # serving goes on
+
+    async def test_huge_body_is_100_mib_and_a_client_may_hang_up(self, target, session):
+        target.faults.set("/api/health", body="huge")
+        async with session.get(f"{target.url}/api/health") as response:
+            assert response.content_length == 100 * 2**20
+            first = await response.content.readexactly(2**20)  # a capped reader stops here
+            assert first == b" " * 2**20
+        target.faults.clear()  # hanging up mid-body leaves the target serving
+        assert (await get(session, f"{target.url}/api/health"))[0] == 200
+
+    async def test_trickle_sends_a_byte_a_second_until_the_target_stops(self, db, session):
+        target = DemoTarget(db)
+        await target.start()
+        try:
+            target.faults.set("/api/health", body="trickle")
+            async with session.get(f"{target.url}/api/health") as response:
+                assert response.status == 200
+                started = time.monotonic()
+                assert await response.content.readexactly(2) == b"  "
+                assert 0.9 <= time.monotonic() - started < 3.0  # the second byte a second later
+                stopping = asyncio.create_task(target.stop())
+                with pytest.raises((aiohttp.ClientPayloadError, asyncio.IncompleteReadError)):
+                    await asyncio.wait_for(response.content.read(), timeout=5)
+                await asyncio.wait_for(stopping, timeout=5)
+        finally:
+            await target.stop()
+
+    def test_body_faults_follow_the_error_rate(self):
+        faults = Faults(seed=3)
+        faults.set("/api", body="reset", error_rate=0.5)
+        kinds = [faults.decide("/api/health").body for _ in range(200)]
+        assert set(kinds) == {"reset", None}
+        assert 70 <= kinds.count("reset") <= 130
+
     def test_longest_prefix_wins_and_segments_matter(self):
         faults = Faults()
         faults.set("/", latency=1)
@@ -470,6 +525,8 @@ class TestFaults:
             ({"path": "/a", "status": 200}, "status"),
             ({"path": "/a", "status": True}, "status"),
             ({"path": "/a", "error_rate": 1.5}, "error_rate"),
+            ({"path": "/a", "body": "slow"}, "body"),
+            ({"path": "/a", "body": "reset", "status": 500}, "body"),
         ],
     )
     def test_bad_rules_name_the_field(self, kwargs, field):
@@ -488,7 +545,7 @@ class TestControlApi:
         async with session.post(faults, json=rule) as response:
             assert response.status == 200
             body = await response.json()
-        assert body["rule"] == rule | {"latency": 0.0, "hang": False}
+        assert body["rule"] == rule | {"latency": 0.0, "hang": False, "body": None}
         assert (await get(session, faults))[1] == {"rules": [body["rule"]]}
         assert (await get(session, f"{target.url}/api/health"))[0] == 503
         async with session.post(faults, json={"path": "/api/dispensers", "latency": 0.1}):
@@ -516,6 +573,7 @@ class TestControlApi:
             (b'{"path": "/x", "error_rate": -1}', "error_rate"),
             (b'{"path": "/x", "hang": "yes"}', "hang"),
             (b'{"path": "/x", "delay": 1}', "delay"),
+            (b'{"path": "/x", "body": 1}', "body"),
         ],
     )
     async def test_bad_input_is_400_naming_the_field(self, target, session, payload, field):
