@@ -24,7 +24,7 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def config_path(given: str | None) -> str:
-    # imported here: fossamon.config pulls in pydantic, and `fossamon run` must reach its
+    # imported here: fossamon.config pulls in msgspec and yarl, and `fossamon run` must reach its
     # early signal handling (cmd_run) quickly
     from fossamon.config import default_config_path  # noqa: PLC0415
 

@@ -8,29 +8,21 @@ a misspelt key that is silently ignored is a monitor that silently does not moni
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import os
 import re
+import sys
 import tomllib
-import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    model_validator,
-)
+import msgspec
+from msgspec import Meta
 from yarl import URL
 
+from fossamon._schema import Check, ConversionError, Parse, Strict, Tagged, convert
 from fossamon.errors import ConfigError, ConfigProblem
 from fossamon.units import DURATION_HINT, SIZE_HINT, parse_duration, parse_size
 
@@ -42,7 +34,7 @@ def _duration(value: Any) -> Any:
     if isinstance(value, str):
         return parse_duration(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        # pydantic turns ValueError (not TypeError) into a located validation error
+        # a ValueError is reported at the key (a TypeError would be a bug, and crash)
         raise ValueError(f"expected {DURATION_HINT}, got {value!r}")  # noqa: TRY004
     if value == 0:
         return 0.0
@@ -58,10 +50,15 @@ def _size(value: Any) -> Any:
     raise ValueError(f"expected {SIZE_HINT} or a whole number of bytes, got {value!r}")
 
 
+_LARGEST_FLOAT = int(sys.float_info.max)  # a bigger TOML integer has no float (OverflowError)
+
+
 def _threshold(value: Any) -> Any:
     """A level: a plain number, or a duration (→ seconds) or size (→ bytes) for such metrics."""
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")  # noqa: TRY004 - see _duration
+    if isinstance(value, int) and abs(value) > _LARGEST_FLOAT:
+        raise ValueError(f"must be a finite number, got {value!r}")
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise ValueError(f"must be a finite number, got {value!r}")
@@ -87,13 +84,13 @@ def _interval(value: float) -> float:
     return value
 
 
-def _resolve_path(value: str, info: ValidationInfo) -> str:
+def _resolve_path(value: str, context: typing.Mapping[str, Any]) -> str:
     """Relative paths are relative to the config file, not to whatever cwd systemd gave us."""
     if not value.strip():
         raise ValueError("must not be empty")
     if "\0" in value:
         raise ValueError("must not contain a NUL character")
-    base = (info.context or {}).get("base_dir")
+    base = context.get("base_dir")
     try:
         path = Path(value).expanduser()
     except RuntimeError as exc:  # "~nosuchuser/…"
@@ -143,25 +140,28 @@ def _sql(value: str) -> str:
     return value.strip()
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
-PositiveDuration = Annotated[float, BeforeValidator(_duration), AfterValidator(_positive)]
-Interval = Annotated[float, BeforeValidator(_duration), AfterValidator(_interval)]
-Size = Annotated[int, BeforeValidator(_size)]
-Threshold = Annotated[float, BeforeValidator(_threshold)]
-FilePath = Annotated[str, AfterValidator(_resolve_path)]
-Regex = Annotated[str, AfterValidator(_regex)]
-Headers = Annotated[dict[str, str], AfterValidator(_headers)]
-Sql = Annotated[str, AfterValidator(_sql)]
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$", max_length=128)]
+Duration = Annotated[float, Parse(_duration)]
+PositiveDuration = Annotated[float, Parse(_duration), Check(_positive)]
+Interval = Annotated[float, Parse(_duration), Check(_interval)]
+Size = Annotated[int, Parse(_size)]
+Threshold = Annotated[float, Parse(_threshold)]
+FilePath = Annotated[str, Check(_resolve_path, context=True)]
+Regex = Annotated[str, Check(_regex)]
+Headers = Annotated[dict[str, str], Check(_headers)]
+Sql = Annotated[str, Check(_sql)]
+HttpUrl = Annotated[str, Check(_http_url)]
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$", max_length=128)]
 
 
-class _Section(BaseModel):
-    # strict: TOML already has types, so "10" for a number is a mistake to report, not coerce.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+class _Section(Strict, frozen=True, kw_only=True):
+    """A table of the file. Strict: TOML already has types, so "10" for a number is a mistake
+    to report, not to coerce (fossamon._schema checks the types; unknown keys are errors).
+
+    Each subclass repeats `frozen=True, kw_only=True`: msgspec inherits them, but mypy's
+    reading of a Struct (a dataclass transform) does not."""
 
 
-class DaemonConfig(_Section):
+class DaemonConfig(_Section, frozen=True, kw_only=True):
     state_dir: FilePath = "/var/lib/fossamon"
     runtime_dir: FilePath = "/run/fossamon"  # DEFAULT_RUNTIME_DIR
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -180,7 +180,7 @@ def _rotation_size(value: int) -> int:
     return value
 
 
-RotationSize = Annotated[int, BeforeValidator(_size), AfterValidator(_rotation_size)]
+RotationSize = Annotated[int, Parse(_size), Check(_rotation_size)]
 
 
 MIN_BUFFER_LIMIT = 1024 * 1024
@@ -192,10 +192,10 @@ def _buffer_limit(value: int) -> int:
     return value
 
 
-BufferLimit = Annotated[int, BeforeValidator(_size), AfterValidator(_buffer_limit)]
+BufferLimit = Annotated[int, Parse(_size), Check(_buffer_limit)]
 
 
-class OutputFileConfig(_Section):
+class OutputFileConfig(_Section, frozen=True, kw_only=True):
     path: FilePath
     # builtin: the writer rotates, compresses and prunes; external: logrotate does, and the
     # writer follows the path (SIGUSR1, or the inode check every second).
@@ -203,7 +203,7 @@ class OutputFileConfig(_Section):
     max_size: RotationSize = 100 * 1000**2
     rotate_every: Duration = 86400.0
     compress: bool = True
-    keep: Annotated[int, Field(ge=0)] = 30
+    keep: Annotated[int, Meta(ge=0)] = 30
     max_age: Duration = 0.0
     # never: the kernel writes back when it likes (a crash of the process loses nothing, a
     # power cut may lose seconds); interval: fsync every fsync_interval; always: fsync after
@@ -218,71 +218,77 @@ class OutputFileConfig(_Section):
     buffer_limit: BufferLimit = 8 * 1024 * 1024
 
 
-class OutputConfig(_Section):
-    metrics: OutputFileConfig = OutputFileConfig(path="/var/log/fossamon/performance-metrics.jsonl")
-    alerts: OutputFileConfig = OutputFileConfig(path="/var/log/fossamon/performance-alerts.jsonl")
+class OutputConfig(_Section, frozen=True, kw_only=True):
+    # default_factory: each Config gets sections of its own (a shared default would carry
+    # one mutation into every later config and reload)
+    metrics: OutputFileConfig = msgspec.field(
+        default_factory=lambda: OutputFileConfig(path="/var/log/fossamon/performance-metrics.jsonl")
+    )
+    alerts: OutputFileConfig = msgspec.field(
+        default_factory=lambda: OutputFileConfig(path="/var/log/fossamon/performance-alerts.jsonl")
+    )
 
 
-class SystemCollectorConfig(_Section):
+class SystemCollectorConfig(_Section, frozen=True, kw_only=True):
     enabled: bool = True
     interval: Interval = 10.0
     jitter: Duration = 0.0
-    disks: list[str] = Field(default_factory=lambda: ["/"])
+    disks: list[str] = msgspec.field(default_factory=lambda: ["/"])
     per_cpu: bool = False
-    network_interfaces: list[str] = Field(default_factory=list)
+    network_interfaces: list[str] = msgspec.field(default_factory=list)
 
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-class EndpointConfig(_Section):
+class EndpointConfig(_Section, frozen=True, kw_only=True):
     name: Name
     path: str | None = None
     url: HttpUrl | None = None
     method: HttpMethod = "GET"
-    headers: Headers = Field(default_factory=dict)
-    json_body: Any = Field(default=None, alias="json")
+    headers: Headers = msgspec.field(default_factory=dict)
+    json_body: Any = msgspec.field(default=None, name="json")
     body: str | None = None
     timeout: PositiveDuration | None = None
-    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
+    expect_status: list[Annotated[int, Meta(ge=100, le=599)]] = msgspec.field(default_factory=list)
     body_regex: Regex | None = None
-    expect_json: dict[str, Any] = Field(default_factory=dict)
+    expect_json: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class ApiCollectorConfig(_Section):
+class ApiCollectorConfig(_Section, frozen=True, kw_only=True):
     enabled: bool = True
     interval: Interval = 15.0
     jitter: Duration = 0.0
     timeout: PositiveDuration = 10.0
     base_url: HttpUrl = ""
-    headers: Headers = Field(default_factory=dict)
+    headers: Headers = msgspec.field(default_factory=dict)
     max_body: Size = 1024 * 1024
-    max_concurrency: Annotated[int, Field(ge=1, le=10000)] = 100
+    max_concurrency: Annotated[int, Meta(ge=1, le=10000)] = 100
     verify_tls: bool = True
     follow_redirects: bool = True
-    max_redirects: Annotated[int, Field(ge=0, le=100)] = 10
-    endpoints: list[EndpointConfig] = Field(min_length=1)
+    max_redirects: Annotated[int, Meta(ge=0, le=100)] = 10
+    endpoints: Annotated[list[EndpointConfig], Meta(min_length=1)]
 
 
-class QueryConfig(_Section):
+class QueryConfig(_Section, frozen=True, kw_only=True):
     name: Name
     sql: Sql
     record_value: bool = False
     timeout: PositiveDuration | None = None
 
 
-class DbCollectorConfig(_Section):
+class DbCollectorConfig(_Section, frozen=True, kw_only=True):
     enabled: bool = True
     interval: Interval = 60.0
     jitter: Duration = 0.0
     path: FilePath
     timeout: PositiveDuration = 5.0
-    max_rows: Annotated[int, Field(ge=1)] = 10000
-    queries: list[QueryConfig] = Field(default_factory=list)
+    max_rows: Annotated[int, Meta(ge=1)] = 10000
+    queries: list[QueryConfig] = msgspec.field(default_factory=list)
 
 
-class CollectorsConfig(_Section):
-    system: SystemCollectorConfig = SystemCollectorConfig()
+class CollectorsConfig(_Section, frozen=True, kw_only=True):
+    system: SystemCollectorConfig = msgspec.field(default_factory=SystemCollectorConfig)
     api: ApiCollectorConfig | None = None
     db: DbCollectorConfig | None = None
 
@@ -301,13 +307,13 @@ def _matcher(value: str) -> str:
     return value
 
 
-Matcher = Annotated[str, AfterValidator(_matcher)]
+Matcher = Annotated[str, Check(_matcher)]
 
 
-class RuleConfig(_Section):
+class RuleConfig(_Section, frozen=True, kw_only=True):
     name: Name
-    metric: Annotated[str, Field(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]
-    labels: dict[str, str] = Field(default_factory=dict)
+    metric: Annotated[str, Meta(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
     aggregate: Aggregate = "last"
     window: PositiveDuration | None = None
     predict_ahead: PositiveDuration | None = None
@@ -317,14 +323,14 @@ class RuleConfig(_Section):
     clear: Threshold | None = None
     clear_warning: Threshold | None = None
     clear_critical: Threshold | None = None
-    for_: Duration = Field(default=0.0, alias="for")
+    for_: Duration = msgspec.field(default=0.0, name="for")
     keep_firing_for: Duration = 0.0
     repeat_every: Duration = 0.0
     repeat_every_warning: Duration | None = None
     repeat_every_critical: Duration | None = None
     no_data: NoData = "alert"
     no_data_after: PositiveDuration | None = None
-    flap_threshold: Annotated[int, Field(ge=0, le=1000)] = 6
+    flap_threshold: Annotated[int, Meta(ge=0, le=1000)] = 6
     flap_window: PositiveDuration = 600.0
     summary: str | None = None
 
@@ -345,79 +351,75 @@ def _datetime(value: Any) -> Any:
     raise ValueError(f"expected a date-time like 2026-12-01T08:00:00Z, got {value!r}")
 
 
-Timestamp = Annotated[float, BeforeValidator(_datetime)]
+Timestamp = Annotated[float, Parse(_datetime)]
 
 
-class SilenceConfig(_Section):
-    matchers: list[Matcher] = Field(min_length=1)
+class SilenceConfig(_Section, frozen=True, kw_only=True):
+    matchers: Annotated[list[Matcher], Meta(min_length=1)]
     until: Timestamp
     starts: Timestamp | None = None
-    comment: Annotated[str, Field(min_length=1)]
+    comment: Annotated[str, Meta(min_length=1)]
     created_by: str = "config"
 
 
-class _SinkBase(_Section):
+class _SinkBase(_Section, frozen=True, kw_only=True):
     name: Name | None = None
     min_severity: SeverityName = "warning"
-    rules: list[str] = Field(default_factory=list)
-    matchers: list[Matcher] = Field(default_factory=list)
+    rules: list[str] = msgspec.field(default_factory=list)
+    matchers: list[Matcher] = msgspec.field(default_factory=list)
     send_resolved: bool = True
-    queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    queue_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
     timeout: PositiveDuration = 10.0
-    retries: Annotated[int, Field(ge=0, le=1000)] = 5
+    retries: Annotated[int, Meta(ge=0, le=1000)] = 5
     backoff: PositiveDuration = 1.0
     backoff_max: PositiveDuration = 60.0
 
 
-class JsonlSinkConfig(_SinkBase):
+class JsonlSinkConfig(_SinkBase, frozen=True, kw_only=True):
     type: Literal["jsonl"]
     path: FilePath
 
 
-class LogSinkConfig(_SinkBase):
+class LogSinkConfig(_SinkBase, frozen=True, kw_only=True):
     type: Literal["log"]
 
 
-class WebhookSinkConfig(_SinkBase):
+class WebhookSinkConfig(_SinkBase, frozen=True, kw_only=True):
     type: Literal["webhook"]
-    url: Annotated[HttpUrl, Field(min_length=1)]
-    headers: Headers = Field(default_factory=dict)
+    url: Annotated[HttpUrl, Meta(min_length=1)]
+    headers: Headers = msgspec.field(default_factory=dict)
     bearer_token: str | None = None
     format: Literal["fossamon", "slack"] = "fossamon"
 
 
 # Prometheus' label name rule: Alertmanager answers 400 to anything else, for every POST.
-LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+LabelName = Annotated[
+    str,
+    Meta(
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", description="letters, digits and _, not first a digit"
+    ),
+]
 
 
-class AlertmanagerSinkConfig(_SinkBase):
+class AlertmanagerSinkConfig(_SinkBase, frozen=True, kw_only=True):
     type: Literal["alertmanager"]
-    url: Annotated[HttpUrl, Field(min_length=1)]
-    headers: Headers = Field(default_factory=dict)
+    url: Annotated[HttpUrl, Meta(min_length=1)]
+    headers: Headers = msgspec.field(default_factory=dict)
     bearer_token: str | None = None
     resend_every: PositiveDuration = 60.0
-    labels: dict[LabelName, str] = Field(default_factory=dict)
+    labels: dict[LabelName, str] = msgspec.field(default_factory=dict)
 
 
-class ExecSinkConfig(_SinkBase):
+class ExecSinkConfig(_SinkBase, frozen=True, kw_only=True):
     type: Literal["exec"]
-    command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
+    command: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1)]
+    env: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 SinkConfig = Annotated[
     JsonlSinkConfig | LogSinkConfig | WebhookSinkConfig | AlertmanagerSinkConfig | ExecSinkConfig,
-    Field(discriminator="type"),
+    Tagged("type", "sink"),
 ]
-
-
-SINK_MODELS: dict[str, type[_SinkBase]] = {
-    "jsonl": JsonlSinkConfig,
-    "log": LogSinkConfig,
-    "webhook": WebhookSinkConfig,
-    "alertmanager": AlertmanagerSinkConfig,
-    "exec": ExecSinkConfig,
-}
 
 
 def sink_name(sink: SinkConfig) -> str:
@@ -440,10 +442,10 @@ def _listen(value: str) -> str:
     return value
 
 
-Listen = Annotated[str, AfterValidator(_listen)]
+Listen = Annotated[str, Check(_listen)]
 
 
-class ExporterConfig(_Section):
+class ExporterConfig(_Section, frozen=True, kw_only=True):
     # /metrics, /healthz, /status and the status page; "" turns the web server off.
     listen: Listen = "127.0.0.1:9847"
     # For a bind beyond loopback: one of a bearer token or basic auth (use ${VAR} for both).
@@ -451,15 +453,14 @@ class ExporterConfig(_Section):
     basic_auth_user: str | None = None
     basic_auth_password: str | None = None
 
-    @model_validator(mode="after")
-    def _one_auth(self) -> ExporterConfig:
+    def __post_init__(self) -> None:
+        """One way to authenticate, fully given (reported at `exporter`)."""
         if (self.basic_auth_user is None) != (self.basic_auth_password is None):
             raise ValueError("basic_auth_user and basic_auth_password go together")
         if self.bearer_token is not None and self.basic_auth_user is not None:
             raise ValueError("use bearer_token or basic auth, not both")
         if self.bearer_token == "" or self.basic_auth_password == "":
             raise ValueError("an empty credential would let anyone in; leave it out instead")
-        return self
 
     @property
     def host(self) -> str:
@@ -486,13 +487,13 @@ class ExporterConfig(_Section):
             return False
 
 
-class Config(_Section):
-    daemon: DaemonConfig = DaemonConfig()
-    output: OutputConfig = OutputConfig()
-    collectors: CollectorsConfig = CollectorsConfig()
-    exporter: ExporterConfig = ExporterConfig()
-    rules: list[RuleConfig] = Field(default_factory=list)
-    silences: list[SilenceConfig] = Field(default_factory=list)
+class Config(_Section, frozen=True, kw_only=True):
+    daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
+    output: OutputConfig = msgspec.field(default_factory=OutputConfig)
+    collectors: CollectorsConfig = msgspec.field(default_factory=CollectorsConfig)
+    exporter: ExporterConfig = msgspec.field(default_factory=ExporterConfig)
+    rules: list[RuleConfig] = msgspec.field(default_factory=list)
+    silences: list[SilenceConfig] = msgspec.field(default_factory=list)
     # None: the default, a log sink (the alerts JSONL file records every event regardless).
     sinks: list[SinkConfig] | None = None
 
@@ -551,26 +552,10 @@ def _walk_env(
     return node
 
 
-def _untagged(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """pydantic puts a tagged union's tag in the path (`sinks[0].webhook.url`); operators
-    never wrote that key, so the path leaves it out."""
-    if len(loc) >= 3 and loc[0] == "sinks" and loc[2] in SINK_MODELS:
-        return (*loc[:2], *loc[3:])
-    return loc
-
-
-def _error_loc(error: Any) -> tuple[int | str, ...]:
-    loc = tuple(error["loc"])
-    if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
-        return (*loc, "type")
-    return loc
-
-
 def format_key_path(loc: tuple[int | str, ...]) -> str:
+    """("collectors", "api", "endpoints", 1, "timeout") → collectors.api.endpoints[1].timeout"""
     out = ""
-    for part in _untagged(loc):
-        if part == "[key]":  # pydantic's marker for "the key itself" of a table entry
-            continue
+    for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -578,84 +563,27 @@ def format_key_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The model class that holds the key at `loc` (to suggest a spelling for an unknown key)."""
-    if len(loc) >= 3 and loc[0] == "sinks" and loc[2] in SINK_MODELS:
-        model: type[BaseModel] = SINK_MODELS[str(loc[2])]
-        loc = loc[3:]
-    else:
-        model = Config
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = next(
-            (f for n, f in model.model_fields.items() if part in (n, f.alias)),
-            None,
-        )
-        if field is None:
-            return None
-        inner = _first_model(field.annotation)
-        if inner is None:
-            return None
-        model = inner
-    return model
+SectionT = typing.TypeVar("SectionT", bound=Strict)
 
 
-def _first_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin = typing.get_origin(annotation)
-    if origin in (list, Union, types.UnionType, Annotated):
-        for arg in typing.get_args(annotation):
-            found = _first_model(arg)
-            if found is not None:
-                return found
-    return None
+def validate_section(
+    cls: type[SectionT],
+    raw: typing.Mapping[str, Any],
+    file: str = "<config>",
+    base_dir: str | None = None,
+) -> SectionT:
+    """One table (`[collectors.db]`, a `[[rules]]` entry …) checked as the loader checks it;
+    ConfigError naming each problem's key path within the table."""
+    try:
+        return convert(cls, raw, {"base_dir": base_dir})
+    except ConversionError as exc:
+        raise _config_error(exc, file) from None
 
 
-def _special_message(error: Any) -> str | None:
-    kind = error["type"]
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "union_tag_invalid":
-        tag = error["ctx"]["tag"]
-        return f"unknown sink type {tag!r}; expected one of {', '.join(SINK_MODELS)}"
-    if kind == "union_tag_not_found":
-        return f'needs a "type": one of {", ".join(SINK_MODELS)}'
-    if kind == "string_pattern_mismatch" and error["loc"][-1:] == ("[key]",):
-        name = error.get("input")
-        return f"{name!r} is not a valid name here (letters, digits and _, not first a digit)"
-    return None
-
-
-def _describe(error: Any) -> str:
-    kind, msg, value = error["type"], error["msg"], error.get("input")
-    if kind == "extra_forbidden":
-        loc = error["loc"]
-        parent = _model_at(loc[:-1])
-        hint = ""
-        if parent is not None:
-            names = [f.alias or n for n, f in parent.model_fields.items()]
-            close = difflib.get_close_matches(str(loc[-1]), names, n=1)
-            known = ", ".join(names)
-            hint = f' (did you mean "{close[0]}"?)' if close else f" (known keys: {known})"
-        return f"unknown key{hint}"
-    special = _special_message(error)
-    if special is not None:
-        return special
-    msg = str(msg).removeprefix("Value error, ")
-    if kind in {"value_error", "assertion_error"}:
-        return msg
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    expected = {
-        "string_pattern_mismatch": f"has characters that are not allowed ({msg.lower()})",
-        "model_type": "expected a table ([section] or { key = value })",
-        "dict_type": "expected a table ([section] or { key = value })",
-        "list_type": "expected a list ([ … ])",
-    }.get(kind, f"{msg[0].lower()}{msg[1:]}")
-    return f"{expected}, got {shown}"
+def _config_error(exc: ConversionError, file: str) -> ConfigError:
+    return ConfigError(
+        [ConfigProblem(file, format_key_path(p.loc), p.message) for p in exc.problems]
+    )
 
 
 def _semantic_problems(config: Config, file: str) -> list[ConfigProblem]:
@@ -900,13 +828,9 @@ def _parse(
     if problems:
         raise ConfigError(problems)
     try:
-        config = Config.model_validate(raw, context={"base_dir": base_dir})
-    except ValidationError as exc:
-        problems = [
-            ConfigProblem(file, format_key_path(_error_loc(err)), _describe(err))
-            for err in exc.errors()
-        ]
-        raise ConfigError(problems) from None
+        config = convert(Config, raw, {"base_dir": base_dir})
+    except ConversionError as exc:
+        raise _config_error(exc, file) from None
     problems = _semantic_problems(config, file)
     if problems:
         raise ConfigError(problems)

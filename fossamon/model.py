@@ -107,6 +107,14 @@ class Batch:
     samples: tuple[Sample, ...] = ()
     errors: tuple[Failure, ...] = ()
 
+    @property
+    def has_free_text(self) -> bool:
+        """Whether the record holds text from outside: the errors' messages (a service's
+        words, a URL, a header). Samples are names, label values and numbers that the config
+        and the host gave, so a batch without errors is redacted for configured secrets only
+        (see `Redactor.redact_jsonl_line`)."""
+        return bool(self.errors)
+
     def to_json(self, host: str) -> dict[str, Any]:
         return {
             "v": 1,

@@ -51,7 +51,7 @@ class Pipeline:
 
     async def ingest(self, batch: Batch) -> list[AlertEvent]:
         if self.metrics_out is not None:
-            self.metrics_out.write(batch.to_json(self.host))
+            self.metrics_out.write(batch.to_json(self.host), free_text=batch.has_free_text)
         self.history.add_batch(batch)
         began = time.perf_counter()
         try:

@@ -48,7 +48,7 @@ class NotRunningError(Exception):
 
 
 def run_status_command(args: argparse.Namespace, config_path: str) -> int:
-    from fossamon.config import load_config, peek_daemon_dir  # noqa: PLC0415 - pydantic
+    from fossamon.config import load_config, peek_daemon_dir  # noqa: PLC0415 - msgspec
 
     try:
         config: Config | None = load_config(config_path)

@@ -1,7 +1,9 @@
 """The pure half of an API probe: the checks of a response, and the naming of what failed.
 
 Each check returns `None` when it passes, or a short one-line reason fit for `Failure.message`.
-No I/O here, so every rule is testable with plain values.
+No I/O here, so every rule is testable with plain values. Both ways a probe is sent (aiohttp,
+and the lean path of `_http_lean`) record what they saw in an `Exchange` and name failures
+with the same functions, so an endpoint reports the same kinds and words either way.
 """
 
 from __future__ import annotations
@@ -11,18 +13,41 @@ import json
 import re
 import ssl
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from fossamon.model import ErrorKind
+from fossamon.units import format_bytes
 
 SHOWN_VALUE_CHARS = 60
 MESSAGE_CHARS = 240
 
 MISSING = object()
 """What `lookup` returns for a path that is not in the document."""
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What a probe observed before it ended; decides which samples it can honestly report."""
+
+    status: int | None = None
+    bytes_read: int = 0
+    seconds: float | None = None  # set only once the body was read in full
+
+
+class BodyTooLargeError(Exception):
+    """The body passed max_body; raised so the read stops instead of buffering the rest."""
+
+
+def declared_too_large(declared: int, limit: int) -> str:
+    return f"body of {declared} bytes (Content-Length) exceeds max_body {format_bytes(limit)}"
+
+
+def read_too_large(limit: int, read: int) -> str:
+    return f"body exceeds max_body {format_bytes(limit)} (stopped after {read} bytes)"
 
 
 def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
@@ -137,15 +162,25 @@ def connect_failure(
 ) -> tuple[ErrorKind, str]:
     """Why no connection came about: name resolution, TLS, refusal, or something rarer."""
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return ErrorKind.DNS, f"cannot resolve {exc.host}: {_os_reason(exc.os_error)}"
+        return dns_problem(exc.host, exc.os_error)
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
         return ErrorKind.TLS, f"TLS with {probe_address} failed: {_tls_reason(exc)}"
-    peer = f"{exc.host}:{exc.port}"  # after a redirect, not necessarily the probe's address
-    if exc.os_error.errno == errno.ECONNREFUSED:
+    # after a redirect, not necessarily the probe's address
+    return connect_problem(exc.host, exc.port, exc.os_error)
+
+
+def connect_problem(host: str, port: int | None, error: OSError) -> tuple[ErrorKind, str]:
+    """Why a TCP connection to `host`:`port` (as the URL names them) did not come about."""
+    peer = f"{host}:{port}"
+    if error.errno == errno.ECONNREFUSED:
         return ErrorKind.REFUSED, f"connection refused to {peer}"
-    if isinstance(exc.os_error, TimeoutError):
+    if isinstance(error, TimeoutError):
         return ErrorKind.TIMEOUT, f"connecting to {peer} timed out"
-    return ErrorKind.OTHER, f"cannot connect to {peer}: {_os_reason(exc.os_error)}"
+    return ErrorKind.OTHER, f"cannot connect to {peer}: {_os_reason(error)}"
+
+
+def dns_problem(host: str, error: OSError) -> tuple[ErrorKind, str]:
+    return ErrorKind.DNS, f"cannot resolve {host}: {_os_reason(error)}"
 
 
 def is_reset(exc: Exception) -> bool:

@@ -1,6 +1,7 @@
-r"""The `api` collector: probes HTTP endpoints, all at once, over one pooled session.
+r"""The `api` collector: probes HTTP endpoints, all at once, over kept-alive connections.
 
-Each cycle sends every configured request concurrently and records, per endpoint:
+Each cycle sends every configured request concurrently (at most `max_concurrency` at a time)
+and records, per endpoint:
 
 - `api_up{endpoint}`: 1 when the whole check passed (expected status and body checks), else 0;
 - `api_status_code{endpoint}`: whenever response headers arrived;
@@ -11,6 +12,10 @@ A failed check is one `Failure` with a stable kind: refused, timeout, dns, tls, 
 body_mismatch, too_large, other, or internal (a bug, confined to its endpoint). The timeout bounds
 the whole probe (connect, headers and body), so a server trickling a byte a second times out too.
 Bodies are read in chunks and abandoned past `max_body`, never buffered whole.
+
+Plain-HTTP probes take a lean path (`_http_request`, `_http_lean`: the request aiohttp would
+send, parsed by aiohttp's parser, at a third of aiohttp's CPU per probe); https, and responses
+that need aiohttp (a redirect to follow, a compressed body), go through an aiohttp session.
 
 ```toml
 [collectors.api]
@@ -55,8 +60,15 @@ import aiohttp
 
 from fossamon import __version__
 from fossamon.collectors import _http_checks as checks
+from fossamon.collectors._http_checks import BodyTooLargeError, Exchange
+from fossamon.collectors._http_lean import (
+    LeanClient,
+    LeanConnectError,
+    LeanDnsError,
+    NeedsFullClientError,
+)
+from fossamon.collectors._http_request import LeanRequest, prepare
 from fossamon.model import Batch, ErrorKind, Failure, Sample, make_labels
-from fossamon.units import format_bytes
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractResolver
@@ -64,10 +76,7 @@ if TYPE_CHECKING:
     from fossamon.config import ApiCollectorConfig, EndpointConfig
 
 READ_CHUNK = 64 * 1024
-
-
-class _BodyTooLargeError(Exception):
-    """The body passed max_body; raised so the read stops instead of buffering the rest."""
+USER_AGENT = f"fossamon/{__version__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,82 +93,54 @@ class _Probe:
     expect_status: tuple[int, ...]
     body_regex: re.Pattern[str] | None
     expect_json: dict[str, Any]
+    lean: LeanRequest | None  # None: only aiohttp can send it (https, say)
 
     @classmethod
-    def from_config(cls, endpoint: EndpointConfig, api: ApiCollectorConfig) -> _Probe:
+    def from_config(
+        cls, endpoint: EndpointConfig, api: ApiCollectorConfig, *, lean: bool
+    ) -> _Probe:
+        url = endpoint.url or api.base_url.rstrip("/") + (endpoint.path or "")
+        headers = checks.merge_headers(api.headers, endpoint.headers)
+        body = None if endpoint.body is None else endpoint.body.encode()
         return cls(
             name=endpoint.name,
             method=endpoint.method,
-            url=endpoint.url or api.base_url.rstrip("/") + (endpoint.path or ""),
-            headers=checks.merge_headers(api.headers, endpoint.headers),
+            url=url,
+            headers=headers,
             json_body=endpoint.json_body,
-            body=None if endpoint.body is None else endpoint.body.encode(),
+            body=body,
             timeout=endpoint.timeout or api.timeout,
             expect_status=tuple(endpoint.expect_status),
             body_regex=None if endpoint.body_regex is None else re.compile(endpoint.body_regex),
             expect_json=dict(endpoint.expect_json),
+            lean=(
+                prepare(
+                    endpoint.method,
+                    url,
+                    headers,
+                    endpoint.json_body,
+                    body,
+                    {"User-Agent": USER_AGENT},
+                )
+                if lean
+                else None
+            ),
         )
 
 
-@dataclass(slots=True)
-class _Exchange:
-    """What a probe observed before it ended; decides which samples it can honestly report."""
+class _Clients:
+    """The collector's connections: the lean client's, and an aiohttp session made on first
+    need (aiohttp binds it to the running loop). Kept across cycles, for keep-alive."""
 
-    status: int | None = None
-    bytes_read: int = 0
-    seconds: float | None = None  # set only once the body was read in full
-
-
-class ApiCollector:
-    name = "api"
-    METRICS = ("api_up", "api_status_code", "api_response_seconds", "api_response_size_bytes")
-
-    def __init__(
-        self, config: ApiCollectorConfig, *, resolver: AbstractResolver | None = None
-    ) -> None:
-        self.interval = config.interval
-        self.jitter = config.jitter
-        # probes beyond max_concurrency wait for a slot, then get their own full timeout
-        longest = max((ep.timeout or config.timeout) for ep in config.endpoints)
-        self.run_limit = math.ceil(len(config.endpoints) / config.max_concurrency) * longest
+    def __init__(self, config: ApiCollectorConfig, resolver: AbstractResolver | None) -> None:
         self._config = config
         self._resolver = resolver
-        self._probes = tuple(_Probe.from_config(ep, config) for ep in config.endpoints)
-        # aiohttp reads max_redirects=0 as "no limit"; an operator writing 0 means "follow none".
-        self._follow_redirects = config.follow_redirects and config.max_redirects > 0
+        self.lean = LeanClient(resolver)
+        self.through_aiohttp: set[str] = set()  # probes whose responses needed aiohttp
         self._session: aiohttp.ClientSession | None = None
+        self.closed = False
 
-    async def collect(self) -> Batch:
-        ts = time.time()
-        started = time.perf_counter()
-        session = self._open_session()
-        # The connector's limit caps sockets; this caps probes as well, so a probe's timeout
-        # starts when it gets a slot, not while it queues behind slower endpoints.
-        slots = asyncio.Semaphore(self._config.max_concurrency)
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._probe(session, p, slots)) for p in self._probes]
-        samples: list[Sample] = []
-        errors: list[Failure] = []
-        for task in tasks:
-            probe_samples, failure = task.result()
-            samples.extend(probe_samples)
-            if failure is not None:
-                errors.append(failure)
-        return Batch(
-            collector=self.name,
-            ts=ts,
-            duration=time.perf_counter() - started,
-            samples=tuple(samples),
-            errors=tuple(errors),
-        )
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        """The pooled session, created on first use: aiohttp binds it to the running loop."""
+    def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self._config.max_concurrency,
@@ -175,29 +156,114 @@ class ApiCollector:
                 # Each probe has its own deadline over connect, headers and body (see _probe);
                 # aiohttp's defaults would only cut it differently.
                 timeout=aiohttp.ClientTimeout(),
-                headers={"User-Agent": f"fossamon/{__version__}"},
+                headers={"User-Agent": USER_AGENT},
             )
         return self._session
 
-    async def _probe(
-        self, session: aiohttp.ClientSession, probe: _Probe, slots: asyncio.Semaphore
-    ) -> tuple[list[Sample], Failure | None]:
-        exchange = _Exchange()
-        async with slots:
-            try:
-                async with asyncio.timeout(probe.timeout):
-                    status, body = await self._exchange(session, probe, exchange)
-                failure = _check(probe, status, body)
-            except Exception as exc:  # noqa: BLE001 - a failed probe is data, never an exception
-                kind, message = _classify(exc, probe, exchange, self._config.max_redirects)
-                failure = Failure(probe.name, kind, checks.one_line(message))
+    async def close(self) -> None:
+        self.closed = True
+        await self.lean.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+class ApiCollector:
+    name = "api"
+    METRICS = ("api_up", "api_status_code", "api_response_seconds", "api_response_size_bytes")
+
+    def __init__(
+        self,
+        config: ApiCollectorConfig,
+        *,
+        resolver: AbstractResolver | None = None,
+        lean: bool = True,
+    ) -> None:
+        """`lean=False` sends every probe through aiohttp (a comparison, in tests and
+        benchmarks/probes.py); by default plain-HTTP probes take the lean path."""
+        self.interval = config.interval
+        self.jitter = config.jitter
+        # probes beyond max_concurrency wait for a slot, then get their own full timeout
+        longest = max((ep.timeout or config.timeout) for ep in config.endpoints)
+        self.run_limit = math.ceil(len(config.endpoints) / config.max_concurrency) * longest
+        self._config = config
+        self._resolver = resolver
+        self._probes = tuple(_Probe.from_config(ep, config, lean=lean) for ep in config.endpoints)
+        # aiohttp reads max_redirects=0 as "no limit"; an operator writing 0 means "follow none".
+        self._follow_redirects = config.follow_redirects and config.max_redirects > 0
+        self._session: _Clients | None = None
+
+    async def collect(self) -> Batch:
+        ts = time.time()
+        started = time.perf_counter()
+        clients = self._open_session()
+        results: list[tuple[list[Sample], Failure | None]] = [([], None)] * len(self._probes)
+        # At most max_concurrency probes in flight: as many workers, each taking the next probe
+        # when its last one is done, so a probe's timeout starts when it gets a worker, not
+        # while it queues behind slower endpoints (and no semaphore wakes a thousand waiters).
+        queue = iter(enumerate(self._probes))
+
+        async def worker() -> None:
+            for index, probe in queue:
+                results[index] = await self._probe(clients, probe)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self._config.max_concurrency, len(self._probes))):
+                group.create_task(worker())
+        samples: list[Sample] = []
+        errors: list[Failure] = []
+        for probe_samples, failure in results:
+            samples.extend(probe_samples)
+            if failure is not None:
+                errors.append(failure)
+        return Batch(
+            collector=self.name,
+            ts=ts,
+            duration=time.perf_counter() - started,
+            samples=tuple(samples),
+            errors=tuple(errors),
+        )
+
+    async def close(self) -> None:
+        clients, self._session = self._session, None
+        if clients is not None:
+            await clients.close()
+
+    def _open_session(self) -> _Clients:
+        if self._session is None:
+            self._session = _Clients(self._config, self._resolver)
+        return self._session
+
+    async def _probe(self, clients: _Clients, probe: _Probe) -> tuple[list[Sample], Failure | None]:
+        exchange = Exchange()
+        try:
+            async with asyncio.timeout(probe.timeout):
+                status, body = await self._exchange(clients, probe, exchange)
+            failure = _check(probe, status, body)
+        except Exception as exc:  # noqa: BLE001 - a failed probe is data, never an exception
+            kind, message = _classify(exc, probe, exchange, self._config.max_redirects)
+            failure = Failure(probe.name, kind, checks.one_line(message))
         return _samples(probe, exchange, failure), failure
 
     async def _exchange(
-        self, session: aiohttp.ClientSession, probe: _Probe, exchange: _Exchange
+        self, clients: _Clients, probe: _Probe, exchange: Exchange
     ) -> tuple[int, bytes]:
         started = time.perf_counter()
-        async with session.request(
+        if probe.lean is not None and probe.name not in clients.through_aiohttp:
+            try:
+                status, body = await clients.lean.exchange(
+                    probe.lean, exchange, self._config.max_body, follow=self._follow_redirects
+                )
+            except NeedsFullClientError:
+                # a redirect to follow or a compressed body: this response and the next ones
+                # are aiohttp's to handle; it sends the request afresh
+                clients.through_aiohttp.add(probe.name)
+                exchange.status, exchange.bytes_read = None, 0
+                started = time.perf_counter()
+            else:
+                exchange.seconds = time.perf_counter() - started
+                return status, body
+        async with clients.session().request(
             probe.method,
             probe.url,
             headers=probe.headers,
@@ -212,16 +278,14 @@ class ApiCollector:
         return response.status, body
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int, exchange: _Exchange) -> bytes:
-    """The body, or _BodyTooLargeError as soon as it passes `limit` (buffering one chunk more)."""
+async def _read_capped(response: aiohttp.ClientResponse, limit: int, exchange: Exchange) -> bytes:
+    """The body, or BodyTooLargeError as soon as it passes `limit` (buffering one chunk more)."""
     if response.method == "HEAD":
         return b""
     declared = response.content_length
     if declared is not None and declared > limit:
         response.close()
-        raise _BodyTooLargeError(
-            f"body of {declared} bytes (Content-Length) exceeds max_body {format_bytes(limit)}"
-        )
+        raise BodyTooLargeError(checks.declared_too_large(declared, limit))
     body = bytearray()
     async for chunk in response.content.iter_chunked(READ_CHUNK):
         body += chunk
@@ -229,9 +293,7 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int, exchange: _
         if len(body) > limit:
             # Close, not release: the connection cannot be reused with the rest of the body unread.
             response.close()
-            raise _BodyTooLargeError(
-                f"body exceeds max_body {format_bytes(limit)} (stopped after {len(body)} bytes)"
-            )
+            raise BodyTooLargeError(checks.read_too_large(limit, len(body)))
     return bytes(body)
 
 
@@ -247,14 +309,18 @@ def _check(probe: _Probe, status: int, body: bytes) -> Failure | None:
     return None if problem is None else Failure(probe.name, ErrorKind.BODY_MISMATCH, problem)
 
 
-def _classify(
-    exc: Exception, probe: _Probe, exchange: _Exchange, max_redirects: int
+def _classify(  # noqa: PLR0911 - one return per kind reads as the table it is
+    exc: Exception, probe: _Probe, exchange: Exchange, max_redirects: int
 ) -> tuple[ErrorKind, str]:
     """Map what went wrong to a stable kind and a one-line message with the useful detail."""
-    if isinstance(exc, _BodyTooLargeError):
+    if isinstance(exc, BodyTooLargeError):
         return ErrorKind.TOO_LARGE, str(exc)
     if isinstance(exc, TimeoutError):
         return ErrorKind.TIMEOUT, _timeout_message(probe.timeout, exchange)
+    if isinstance(exc, LeanDnsError):
+        return checks.dns_problem(exc.host, exc.os_error)
+    if isinstance(exc, LeanConnectError):
+        return checks.connect_problem(exc.host, exc.port, exc.os_error)
     if isinstance(exc, aiohttp.ClientConnectorError | ssl.SSLError):
         return checks.connect_failure(exc, checks.address(probe.url))
     if isinstance(exc, aiohttp.TooManyRedirects):
@@ -267,7 +333,7 @@ def _classify(
     return ErrorKind.OTHER if expected else ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"
 
 
-def _timeout_message(timeout: float, exchange: _Exchange) -> str:
+def _timeout_message(timeout: float, exchange: Exchange) -> str:
     if exchange.status is None:
         return f"no response within {timeout:.2f}s"
     return (
@@ -276,7 +342,7 @@ def _timeout_message(timeout: float, exchange: _Exchange) -> str:
     )
 
 
-def _samples(probe: _Probe, exchange: _Exchange, failure: Failure | None) -> list[Sample]:
+def _samples(probe: _Probe, exchange: Exchange, failure: Failure | None) -> list[Sample]:
     labels = make_labels(endpoint=probe.name)
     samples = [Sample("api_up", 0.0 if failure else 1.0, labels)]
     if exchange.status is not None:

@@ -14,11 +14,15 @@ Per cycle:
   `db_query_truncated{query}` (1 when the result had more than `max_rows` rows) and, with
   `record_value`, `db_query_value{query}`: the first column of the first row.
 
+Everything a cycle does with the file (the checks, the schema read, every query) runs in one
+hop to the collector's own thread: a hop costs more CPU here than the three runbook queries
+(0.1-0.2 ms, benchmarks/cycle.py), and a hung mount or slow statement must not stall the loop.
 Results are stepped through in chunks of at most CHUNK_ROWS rows and about CHUNK_BYTES (one row
 at a time where rows are large BLOBs or texts) and abandoned at `max_rows`, so a query returning
-millions of rows, or huge ones, costs bounded memory and time. A query still running at its
-timeout is interrupted (`sqlite3_interrupt`) and reported as `timeout`; the connection stays
-usable. Failure kinds:
+millions of rows, or huge ones, costs bounded memory and time. A statement still running at its
+timeout is stopped by SQLite (a progress handler that checks the deadline every
+PROGRESS_STEPS virtual-machine steps, where SQLite also checks `sqlite3_interrupt`) and
+reported as `timeout`; the connection stays usable. Failure kinds:
 missing, permission, not_a_database (also a 0-byte file), locked, readonly_shm, no_such_table,
 timeout, sql (an error in a configured query), other, internal (a bug).
 
@@ -53,16 +57,15 @@ import contextlib
 import math
 import sqlite3
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import aiosqlite
 
 from fossamon.collectors import _sqlite_open as sq
 from fossamon.model import Batch, ErrorKind, Failure, Sample, make_labels
 
 if TYPE_CHECKING:
-    from fossamon.config import DbCollectorConfig, QueryConfig
+    from fossamon.config import DbCollectorConfig
 
 CHUNK_ROWS = 500
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -70,11 +73,15 @@ _PROBE_SQL = "SELECT 1 FROM sqlite_master LIMIT 1"
 # A wait for a writer's lock cannot be interrupted, so SQLite must give up on its own, before the
 # deadline: the query then ends as `locked`, not as a `timeout` that hides the cause.
 _BUSY_SHARE = 0.9
+# A Python call every this many SQLite VM steps checks the deadline: about every 10 ms of
+# query work here. Each call takes the GIL from the event loop's thread, so not more often: a
+# deadline in seconds does not need it.
+PROGRESS_STEPS = 100_000
 _REINTERRUPT_SECONDS = 0.05
 
 
 class _TimeoutError(Exception):
-    """The statement was interrupted at its deadline."""
+    """The statement was stopped at its deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +91,134 @@ class _Read:
     first: Any
     """The first row, or None when there was none."""
     truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    name: str
+    sql: str
+    timeout: float
+    record_value: bool = False
+
+
+@dataclass(slots=True)
+class _Cycle:
+    """What one cycle found: the file, why it cannot be read (None if it can), and each
+    query's read or failure."""
+
+    state: sq.FileState | None = None
+    problem: tuple[ErrorKind, str] | None = None
+    reads: list[_Read | tuple[ErrorKind, str]] = field(default_factory=list)
+
+
+class _Connection:
+    """The monitored file as the collector's thread holds it: the kept read-only connection
+    and the pinned inode. Used only on that thread, except `interrupt()`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+        # The file as sniffed, held open while the connection lives: an inode that is still
+        # open cannot be freed, so its number cannot be reused by a new file at the path, and
+        # comparing (st_dev, st_ino) with the path's reliably tells a replaced file.
+        self.pin: sq.Sniffed | None = None
+        self.wal = False
+        self._deadline = math.inf
+        self._busy_ms: int | None = None  # the connection's busy timeout, once set
+
+    async def interrupt(self) -> None:
+        """Stop the running statement (from any thread); it fails as interrupted."""
+        conn = self.conn
+        if conn is not None:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed meanwhile
+                conn.interrupt()
+
+    def cycle(self, probe: _Statement, queries: tuple[_Statement, ...], max_rows: int) -> _Cycle:
+        """The file checked against the kept connection, the schema read, then each query."""
+        try:
+            state = sq.file_state(self.path)
+        except OSError as exc:
+            self.drop()
+            return _Cycle(problem=sq.os_failure(exc))
+        if self.pin is not None and self.pin.identity != state.identity:
+            # Replaced under us: the kept connection would read the old, unlinked file forever.
+            self.drop()
+        try:
+            conn = self.conn if self.conn is not None else self._open()
+            self.read(conn, probe, 1)
+        except sq.OpenProblemError as problem:
+            found = (problem.kind, problem.message)
+        except _TimeoutError:
+            found = (ErrorKind.TIMEOUT, f"reading the schema took over {probe.timeout:g}s")
+        except sqlite3.Error as exc:
+            found = sq.classify(exc, path=self.path, wal=self.wal, fallback=ErrorKind.OTHER)
+        else:
+            # One after another on the one connection: SQLite runs one statement at a time
+            # per connection anyway.
+            return _Cycle(state, reads=[self._query(conn, q, max_rows) for q in queries])
+        # Reopening is cheap, and a fresh open re-reads the header (the file may have changed).
+        self.drop()
+        return _Cycle(state, problem=found)
+
+    def _query(
+        self, conn: sqlite3.Connection, query: _Statement, max_rows: int
+    ) -> _Read | tuple[ErrorKind, str]:
+        try:
+            return self.read(conn, query, max_rows)
+        except _TimeoutError:
+            return ErrorKind.TIMEOUT, f"interrupted after {query.timeout:g}s"
+        except sqlite3.Error as exc:
+            return sq.classify(exc, path=self.path, wal=self.wal, fallback=ErrorKind.SQL)
+
+    def read(self, conn: sqlite3.Connection, statement: _Statement, max_rows: int) -> _Read:
+        """Run one statement under its deadline; raise _TimeoutError if it was stopped there."""
+        busy_ms = int(statement.timeout * 1000 * _BUSY_SHARE)
+        self._deadline = time.monotonic() + statement.timeout
+        try:
+            if busy_ms != self._busy_ms:  # the same for most statements: set when it changes
+                conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                self._busy_ms = busy_ms
+            return _step_capped(conn, statement.sql, max_rows)
+        except sqlite3.OperationalError as exc:
+            if time.monotonic() >= self._deadline and sq.is_interrupt(exc):
+                raise _TimeoutError from exc
+            raise
+        finally:
+            self._deadline = math.inf
+
+    def drop(self) -> None:
+        conn, pin = self.conn, self.pin
+        self.conn, self.pin = None, None
+        try:
+            if conn is not None:
+                conn.close()
+        finally:
+            # Only after SQLite has closed: closing any descriptor of a file releases all of
+            # this process's POSIX locks on it, including SQLite's.
+            if pin is not None:
+                pin.file.close()
+
+    def _open(self) -> sqlite3.Connection:
+        self.pin = sq.sniff(self.path)
+        self.wal = self.pin.wal
+        # isolation_level=None: Python's sqlite3 never issues an implicit BEGIN on our behalf.
+        # check_same_thread=False: used on the collector's thread, interrupted from the loop.
+        conn = sqlite3.connect(
+            sq.readonly_uri(self.path), uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            conn.set_authorizer(sq.deny_attach)
+            conn.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+        self._busy_ms = None
+        return conn
+
+    def _past_deadline(self) -> bool:
+        return time.monotonic() >= self._deadline
 
 
 class DbCollector:
@@ -105,127 +240,87 @@ class DbCollector:
         self.run_limit = config.timeout + sum(q.timeout or config.timeout for q in config.queries)
         self._config = config
         self._path = config.path
-        self._conn: aiosqlite.Connection | None = None
-        # The file as sniffed, held open while the connection lives: an inode that is still open
-        # cannot be freed, so its number cannot be reused by a new file at the path, and
-        # comparing (st_dev, st_ino) with the path's reliably tells a replaced file.
-        self._pin: sq.Sniffed | None = None
-        self._wal = False
+        self._probe = _Statement("", _PROBE_SQL, config.timeout)
+        self._queries = tuple(
+            _Statement(q.name, q.sql, q.timeout or config.timeout, q.record_value)
+            for q in config.queries
+        )
+        self._conn = _Connection(config.path)
+        self._thread: ThreadPoolExecutor | None = None  # made on first use
 
     async def collect(self) -> Batch:
         ts, started = time.time(), time.perf_counter()
         samples: list[Sample] = []
         errors: list[Failure] = []
         try:
-            await self._collect(samples, errors)
+            thread = self._executor()
+            cycle = await _read_capped(
+                thread, self._conn, self._probe, self._queries, self._config.max_rows
+            )
+            _report(cycle, self._path, self._queries, samples, errors)
         except Exception as exc:  # noqa: BLE001 - a bug must become data, not kill the job
             errors.append(Failure(self._path, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"))
             with contextlib.suppress(Exception):  # already reported; start afresh next cycle
-                await self._drop()
+                await asyncio.get_running_loop().run_in_executor(self._executor(), self._conn.drop)
         duration = time.perf_counter() - started
         return Batch(self.name, ts, duration, tuple(samples), tuple(errors))
 
     async def close(self) -> None:
-        conn = self._conn
-        if conn is None:
-            await self._drop()
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
-        # A run cancelled at shutdown leaves its statement running in aiosqlite's thread, and
-        # close() queues behind it: interrupt until the close has gone through.
-        stopper = asyncio.create_task(_interrupt_after(conn, 0.0, asyncio.Event()))
+        # A run cancelled at shutdown leaves its statement running on the thread, and the
+        # close queues behind it: interrupt until the close has gone through.
+        loop = asyncio.get_running_loop()
+        closing = loop.run_in_executor(thread, self._conn.drop)
         try:
-            await self._drop()
+            while not closing.done():
+                await self._conn.interrupt()
+                await asyncio.wait([closing], timeout=_REINTERRUPT_SECONDS)
+            await closing
         finally:
-            stopper.cancel()
-            await asyncio.wait([stopper])
+            thread.shutdown(wait=False)
 
-    async def _collect(self, samples: list[Sample], errors: list[Failure]) -> None:
-        conn = await self._connection(samples, errors)
-        samples.append(Sample("db_up", 0.0 if conn is None else 1.0))
-        if conn is None:
-            return
-        # One after another on the one connection: SQLite runs one statement at a time per
-        # connection anyway, and aiosqlite keeps the event loop free meanwhile.
-        for query in self._config.queries:
-            await self._run_query(conn, query, samples, errors)
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="fossamon-db")
+        return self._thread
 
-    async def _connection(
-        self, samples: list[Sample], errors: list[Failure]
-    ) -> aiosqlite.Connection | None:
-        """The kept connection, checked against the path; None (with a Failure) if unusable."""
-        try:
-            # In a thread, like every file-system call here: a hung mount must not stall the loop.
-            state = await asyncio.to_thread(sq.file_state, self._path)
-        except OSError as exc:
-            await self._drop()
-            errors.append(Failure(self._path, *sq.os_failure(exc)))
-            return None
-        samples.append(Sample("db_file_bytes", float(state.size)))
-        if state.wal_size is not None:
-            samples.append(Sample("db_wal_bytes", float(state.wal_size)))
-        if self._pin is not None and self._pin.identity != state.identity:
-            # Replaced under us: the kept connection would read the old, unlinked file forever.
-            await self._drop()
-        try:
-            conn = self._conn if self._conn is not None else await self._open()
-            await self._read(conn, _PROBE_SQL, self._config.timeout, max_rows=1)
-        except sq.OpenProblemError as problem:
-            kind, message = problem.kind, problem.message
-        except _TimeoutError:
-            timeout = self._config.timeout
-            kind, message = ErrorKind.TIMEOUT, f"reading the schema took over {timeout:g}s"
-        except sqlite3.Error as exc:
-            kind, message = sq.classify(
-                exc, path=self._path, wal=self._wal, fallback=ErrorKind.OTHER
-            )
-        else:
-            return conn
-        # Reopening is cheap, and a fresh open re-reads the header (the file may have changed).
-        await self._drop()
-        errors.append(Failure(self._path, kind, message))
-        return None
 
-    async def _open(self) -> aiosqlite.Connection:
-        self._pin = await asyncio.to_thread(sq.sniff, self._path)
-        self._wal = self._pin.wal
-        # isolation_level=None: Python's sqlite3 never issues an implicit BEGIN on our behalf.
-        self._conn = await aiosqlite.connect(
-            sq.readonly_uri(self._path), uri=True, isolation_level=None
-        )
-        await self._conn.execute_fetchall("PRAGMA query_only = 1")
-        await self._conn.set_authorizer(sq.deny_attach)
-        return self._conn
+async def _read_capped(
+    thread: ThreadPoolExecutor,
+    conn: _Connection,
+    probe: _Statement,
+    queries: tuple[_Statement, ...],
+    max_rows: int,
+) -> _Cycle:
+    """One cycle in one hop to the collector's thread, each result read to max_rows rows."""
+    return await asyncio.get_running_loop().run_in_executor(
+        thread, conn.cycle, probe, queries, max_rows
+    )
 
-    async def _drop(self) -> None:
-        conn, pin = self._conn, self._pin
-        self._conn, self._pin = None, None
-        try:
-            if conn is not None:
-                await conn.close()
-        finally:
-            # Only after SQLite has closed: closing any descriptor of a file releases all of
-            # this process's POSIX locks on it, including SQLite's.
-            if pin is not None:
-                pin.file.close()
 
-    async def _run_query(
-        self,
-        conn: aiosqlite.Connection,
-        query: QueryConfig,
-        samples: list[Sample],
-        errors: list[Failure],
-    ) -> None:
+def _report(
+    cycle: _Cycle,
+    path: str,
+    queries: tuple[_Statement, ...],
+    samples: list[Sample],
+    errors: list[Failure],
+) -> None:
+    """The cycle as samples and failures."""
+    if cycle.state is not None:
+        samples.append(Sample("db_file_bytes", float(cycle.state.size)))
+        if cycle.state.wal_size is not None:
+            samples.append(Sample("db_wal_bytes", float(cycle.state.wal_size)))
+    samples.append(Sample("db_up", 0.0 if cycle.problem is not None else 1.0))
+    if cycle.problem is not None:
+        errors.append(Failure(path, *cycle.problem))
+        return
+    for query, read in zip(queries, cycle.reads, strict=True):
+        if isinstance(read, tuple):
+            errors.append(Failure(query.name, *read))
+            continue
         labels = make_labels(query=query.name)
-        timeout = query.timeout or self._config.timeout
-        try:
-            read = await self._read(conn, query.sql, timeout, self._config.max_rows)
-        except _TimeoutError:
-            errors.append(Failure(query.name, ErrorKind.TIMEOUT, f"interrupted after {timeout:g}s"))
-            return
-        except sqlite3.Error as exc:
-            kind, message = sq.classify(exc, path=self._path, wal=self._wal, fallback=ErrorKind.SQL)
-            errors.append(Failure(query.name, kind, message))
-            return
         samples.append(Sample("db_query_seconds", read.seconds, labels))
         samples.append(Sample("db_query_rows", float(read.rows), labels))
         samples.append(Sample("db_query_truncated", float(read.truncated), labels))
@@ -235,47 +330,6 @@ class DbCollector:
                 errors.append(Failure(query.name, ErrorKind.OTHER, value))
             else:
                 samples.append(Sample("db_query_value", value, labels))
-
-    async def _read(
-        self, conn: aiosqlite.Connection, sql: str, limit: float, max_rows: int
-    ) -> _Read:
-        """Run one statement under a deadline; raise _TimeoutError if it was interrupted."""
-        expired = asyncio.Event()
-        watchdog = asyncio.create_task(_interrupt_after(conn, limit, expired))
-        try:
-            busy_ms = int(limit * 1000 * _BUSY_SHARE)
-            await conn.execute_fetchall(f"PRAGMA busy_timeout = {busy_ms}")
-            started = time.perf_counter()
-            # Closing the cursor (leaving the block) ends the statement, which releases the
-            # shared lock a half-read result would otherwise hold against the app's writers.
-            async with conn.execute(sql) as cursor:
-                rows, first, truncated = await _read_capped(cursor, max_rows)
-            return _Read(time.perf_counter() - started, rows, first, truncated)
-        except sqlite3.OperationalError as exc:
-            if expired.is_set() and sq.is_interrupt(exc):
-                raise _TimeoutError from exc
-            raise
-        finally:
-            watchdog.cancel()
-            # asyncio.wait, unlike awaiting the task, neither raises its CancelledError nor
-            # swallows a cancellation of ours.
-            await asyncio.wait([watchdog])
-
-
-async def _interrupt_after(
-    conn: aiosqlite.Connection, delay: float, expired: asyncio.Event
-) -> None:
-    """Interrupt the running statement at the deadline, and again while it keeps running:
-    SQLite ignores an interrupt that lands between two statements."""
-    await asyncio.sleep(delay)
-    expired.set()
-    while True:
-        # aiosqlite calls sqlite3_interrupt() directly from this thread; SQLite allows that.
-        try:
-            await conn.interrupt()
-        except (sqlite3.ProgrammingError, ValueError):
-            return  # the connection has closed meanwhile: nothing left to interrupt
-        await asyncio.sleep(_REINTERRUPT_SECONDS)
 
 
 def _recorded_value(first_row: Any) -> float | str:
@@ -290,30 +344,34 @@ def _recorded_value(first_row: Any) -> float | str:
     return f"record_value is set, but the first column of the first row is {value!r}, not a number"
 
 
-async def _read_capped(cursor: aiosqlite.Cursor, max_rows: int) -> tuple[int, Any, bool]:
-    """Step through at most max_rows rows, never fetching a result whole.
+def _step_capped(conn: sqlite3.Connection, sql: str, max_rows: int) -> _Read:
+    """The statement, timed from its start until its rows are read.
 
-    Memory is bounded by bytes, not rows: a chunk holds at most CHUNK_ROWS rows and about
-    CHUNK_BYTES, sized by the rows seen so far, and starts with one row, so a result of
-    megabyte BLOBs is read one row at a time. Small rows still come CHUNK_ROWS at a time: one
-    hop to aiosqlite's thread per row would add its cost to the measured query time.
-
-    Returns the rows read, the first row (None if there was none) and whether rows were left.
+    A result is never fetched whole. Memory is bounded by bytes, not rows: a chunk holds at
+    most CHUNK_ROWS rows and about CHUNK_BYTES, sized by the rows seen so far, and starts with
+    one row, so a result of megabyte BLOBs is read one row at a time.
     """
-    first: Any = None
-    rows = 0
-    chunk_rows = 1
-    while rows < max_rows:
-        chunk = list(await cursor.fetchmany(min(chunk_rows, max_rows - rows)))
-        if not chunk:
-            return rows, first, False
-        if first is None:
-            first = chunk[0]
-        rows += len(chunk)
-        size = max(1, *(_row_bytes(row) for row in chunk))
-        chunk_rows = max(1, min(CHUNK_ROWS, CHUNK_BYTES // size))
-        del chunk
-    return rows, first, await cursor.fetchone() is not None
+    started = time.perf_counter()
+    # Closing the cursor ends the statement, which releases the shared lock a half-read
+    # result would otherwise hold against the app's writers.
+    with contextlib.closing(conn.execute(sql)) as cursor:
+        first: Any = None
+        rows = 0
+        chunk_rows = 1
+        truncated = False
+        while rows < max_rows:
+            chunk = cursor.fetchmany(min(chunk_rows, max_rows - rows))
+            if not chunk:
+                break
+            if first is None:
+                first = chunk[0]
+            rows += len(chunk)
+            size = max(1, *(_row_bytes(row) for row in chunk))
+            chunk_rows = max(1, min(CHUNK_ROWS, CHUNK_BYTES // size))
+            del chunk
+        else:
+            truncated = cursor.fetchone() is not None
+    return _Read(time.perf_counter() - started, rows, first, truncated)
 
 
 def _row_bytes(row: Any) -> int:

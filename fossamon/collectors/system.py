@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -65,7 +66,6 @@ class SystemCollector:
         self.jitter = config.jitter
         # psutil reads /proc and statfs: milliseconds, unless a mount hangs
         self.run_limit = SYSTEM_RUN_LIMIT
-        self._own = psutil.Process(os.getpid())
         # CPU % is a delta of /proc/stat between two readings. The first reading is taken
         # here, and each run keeps its own (psutil.cpu_percent keeps one per process, which
         # any other caller in the process would reset under us).
@@ -145,11 +145,10 @@ class SystemCollector:
 
     def _memory(self) -> list[Sample | Failure]:
         memory = psutil.virtual_memory()
-        swap = psutil.swap_memory()
         return [
             Sample("system_memory_percent", memory.percent),
             Sample("system_memory_available_bytes", float(memory.available)),
-            Sample("system_swap_percent", swap.percent),
+            Sample("system_swap_percent", _swap_percent()),
         ]
 
     def _load(self) -> list[Sample | Failure]:
@@ -207,13 +206,33 @@ class SystemCollector:
         return [Sample("system_processes", float(len(psutil.pids())))]
 
     def _self(self) -> list[Sample | Failure]:
-        with self._own.oneshot():
-            rss = self._own.memory_info().rss
-            times = self._own.cpu_times()
+        # What psutil.Process() reads (/proc/self/statm; utime and stime in clock ticks, as
+        # times(2) reports them), without its per-call set-up: a tenth of the cost.
+        statm = Path(psutil.PROCFS_PATH, "self", "statm").read_bytes()
+        rss = int(statm.split()[1]) * PAGE_SIZE
+        times = os.times()
         return [
             Sample("fossamon_process_resident_memory_bytes", float(rss)),
             Sample("fossamon_process_cpu_seconds_total", times.user + times.system),
         ]
+
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _swap_percent() -> float:
+    """psutil.swap_memory().percent, without the /proc/vmstat read (its swap-in and swap-out
+    counters) that is half its cost and that we do not report."""
+    found: dict[bytes, int] = {}
+    with Path(psutil.PROCFS_PATH, "meminfo").open("rb") as meminfo:
+        for line in meminfo:
+            if line.startswith((b"SwapTotal:", b"SwapFree:")):
+                name, value, *_ = line.split()
+                found[name] = int(value) * 1024
+    if len(found) < 2:
+        return float(psutil.swap_memory().percent)  # psutil knows the other ways to ask
+    total, free = found[b"SwapTotal:"], found[b"SwapFree:"]
+    return round((total - free) / total * 100, 1) if total else 0.0
 
 
 CpuReading = tuple[Any, list[Any]]

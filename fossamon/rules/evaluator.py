@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import string
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fossamon.model import (
     AlertEvent,
@@ -32,7 +32,7 @@ from fossamon.model import (
     fingerprint,
     format_series,
 )
-from fossamon.rules.windows import aggregate, predict
+from fossamon.rules.windows import PERCENTILES, aggregate, matches, predict, quantile
 from fossamon.units import format_duration, format_value
 
 if TYPE_CHECKING:
@@ -47,11 +47,15 @@ DEFAULT_SUMMARY = "{series} {aggregate}{over} is {value} ({condition})"
 FALLBACK_NO_DATA_AFTER = 300.0
 
 StateKey = tuple[str, Labels]
+_OK = Severity.OK  # a module constant: an enum member lookup costs more than the comparison
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesState:
-    """Everything the evaluator remembers about one (rule, labels) series."""
+class SeriesState(NamedTuple):
+    """Everything the evaluator remembers about one (rule, labels) series.
+
+    An immutable value, and a tuple rather than a frozen dataclass because one is built per
+    series per evaluation: a frozen dataclass sets each of its 12 fields through
+    object.__setattr__, which made building one (4-9 µs) most of what an evaluation cost."""
 
     severity: Severity = Severity.OK  # what the alert is, after for/keep_firing_for/hysteresis
     announced: Severity = Severity.OK  # what sinks were last told (lags only while flapping)
@@ -86,7 +90,7 @@ class SeriesState:
         )
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = self._asdict()
         data["severity"] = int(self.severity)
         data["announced"] = int(self.announced)
         data["changes"] = list(self.changes)
@@ -94,7 +98,7 @@ class SeriesState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SeriesState:
-        known = {f for f in cls.__dataclass_fields__ if f in data}
+        known = {f for f in cls._fields if f in data}
         values = {k: data[k] for k in known}
         values["severity"] = Severity(int(values.get("severity", 0)))
         values["announced"] = Severity(int(values.get("announced", 0)))
@@ -154,6 +158,9 @@ class Rule:
     levels: list[Level] = field(init=False)  # most severe first
     lowest: Severity = field(init=False)
     digest: str = field(init=False)
+    # Values on the calm side of this bound breach no level at all (see `_calm`).
+    calm_bound: float = field(init=False)
+    percent: int | None = field(init=False)  # the aggregate's quantile, when it is one
 
     def __post_init__(self) -> None:
         config = self.config
@@ -170,10 +177,13 @@ class Rule:
             own = config.clear if clear is None and severity.label == lowest_name else clear
             self.levels.append(Level(severity, level, level if own is None else own))
         self.lowest = self.levels[-1].severity
+        bounds = [lv.level for lv in self.levels]
+        self.calm_bound = min(bounds) if self.above else max(bounds)
+        self.percent = PERCENTILES.get(config.aggregate)
         if config.no_data_after is not None:
             self.no_data_after = config.no_data_after
         # Saved with each state: a restart under an edited rule must not resume its alerts.
-        self.digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+        self.digest = hashlib.sha256(config.to_json().encode()).hexdigest()[:16]
 
     def breaches(self, value: float, level: float) -> bool:
         return value > level if self.above else value < level
@@ -204,6 +214,10 @@ class Rule:
         if not window:
             last = series.last
             return None if last is None else last[1]
+        if self.percent is not None:
+            ordered = series.sorted_since(now - window, window)
+            if ordered is not None:
+                return quantile(ordered, self.percent) if ordered else None
         points = series.since(now - window)
         if config.aggregate == "predict":
             # A line through a few seconds of points, read a day ahead, is noise times 10^4:
@@ -233,31 +247,31 @@ def step(  # noqa: C901, PLR0912 - one state machine, kept in one place to be re
     no_data_now = False
     if value is not None:
         target, threshold = rule.target(value, s.severity)
-        s = replace(s, last_data=now, value=value, threshold=threshold)
+        s = s._replace(last_data=now, value=value, threshold=threshold)
         s = _follow(rule, s, target, now, honor_for=honor_for)
     else:
         last = s.last_data if s.last_data is not None else s.since
         no_data_now = now - last >= rule.no_data_after
         if no_data_now and config.no_data == "ok":
             if s.pending_since is not None or s.recovering_since is not None:
-                s = replace(s, pending_since=None, recovering_since=None)
+                s = s._replace(pending_since=None, recovering_since=None)
             s = _set_severity(s, Severity.OK, now)
         elif no_data_now and config.no_data == "alert" and s.pending_since is not None:
-            s = replace(s, pending_since=None)  # `for` starts over when data returns
+            s = s._replace(pending_since=None)  # `for` starts over when data returns
 
     events: list[AlertEvent] = []
     emit = _Emitter(rule, labels, now, events, why="no data" if no_data_now else "")
     data_back = s.nodata and value is not None
     if data_back:
         # The episode the nodata event opened (or marked) stays open: no second opening.
-        s = replace(s, nodata=False, announced=max(s.announced, rule.lowest))
+        s = s._replace(nodata=False, announced=max(s.announced, rule.lowest))
         emit.why = "data is back"
 
     s = _track_flapping(rule, state, s, now)
     if s.flapping:
         if not state.flapping:
             # Opens an episode if none is open: sinks hold it until it settles.
-            s = replace(s, announced=max(s.announced, rule.lowest), last_sent=now)
+            s = s._replace(announced=max(s.announced, rule.lowest), last_sent=now)
             emit(EventKind.FLAPPING, s, s.announced)
         return s, events
     settled = state.flapping
@@ -267,18 +281,18 @@ def step(  # noqa: C901, PLR0912 - one state machine, kept in one place to be re
     s = _announce(s, now, emit)
     if value is None and no_data_now and config.no_data == "alert" and not s.nodata:
         severity = max(s.announced, rule.lowest)
-        s = replace(s, nodata=True, since=s.since if s.open else now)
+        s = s._replace(nodata=True, since=s.since if s.open else now)
         emit(EventKind.NODATA, s, severity, why="no data")
     elif (data_back or settled) and not events and s.open:
         emit(EventKind.REPEAT, s, max(s.announced, rule.lowest))
     if events:
-        return replace(s, last_sent=now), events
+        return s._replace(last_sent=now), events
     if s.open:
         severity = max(s.announced, rule.lowest)
         interval = rule.repeat_every(severity)
         if interval > 0 and now - s.last_sent >= interval:
             emit(EventKind.REPEAT, s, severity)
-            s = replace(s, last_sent=now)
+            s = s._replace(last_sent=now)
     return s, events
 
 
@@ -288,19 +302,19 @@ def _follow(
     """Move `severity` toward what the value calls for, honouring `for` and `keep_firing_for`."""
     if s.severity == Severity.OK:
         if target == Severity.OK:
-            return s if s.pending_since is None else replace(s, pending_since=None)
+            return s if s.pending_since is None else s._replace(pending_since=None)
         pending = s.pending_since if s.pending_since is not None else now
         if honor_for and now - pending < rule.config.for_:
-            return replace(s, pending_since=pending)
-        s = replace(s, pending_since=None)
+            return s._replace(pending_since=pending)
+        s = s._replace(pending_since=None)
         return _set_severity(s, target, now, since=pending)
     if target == Severity.OK:
         recovering = s.recovering_since if s.recovering_since is not None else now
         if honor_for and now - recovering < rule.config.keep_firing_for:
-            return replace(s, recovering_since=recovering)
-        return _set_severity(replace(s, recovering_since=None), Severity.OK, now)
+            return s._replace(recovering_since=recovering)
+        return _set_severity(s._replace(recovering_since=None), Severity.OK, now)
     if s.recovering_since is not None:
-        s = replace(s, recovering_since=None)
+        s = s._replace(recovering_since=None)
     return _set_severity(s, target, now)
 
 
@@ -313,8 +327,8 @@ def _set_severity(
     crossing = (s.severity == Severity.OK) != (severity == Severity.OK)
     changes = (*s.changes, now) if crossing else s.changes
     if s.severity == Severity.OK and not s.open:  # an episode begins when the breach began
-        return replace(s, severity=severity, since=now if since is None else since, changes=changes)
-    return replace(s, severity=severity, changes=changes)
+        return s._replace(severity=severity, since=now if since is None else since, changes=changes)
+    return s._replace(severity=severity, changes=changes)
 
 
 def _track_flapping(rule: Rule, before: SeriesState, s: SeriesState, now: float) -> SeriesState:
@@ -325,13 +339,13 @@ def _track_flapping(rule: Rule, before: SeriesState, s: SeriesState, now: float)
     changes = s.changes
     if changes and changes[0] <= horizon:
         changes = tuple(t for t in changes if t > horizon)
-        s = replace(s, changes=changes)
+        s = s._replace(changes=changes)
     if config.flap_threshold <= 0:
-        return replace(s, flapping=False) if s.flapping else s
+        return s._replace(flapping=False) if s.flapping else s
     if not before.flapping and len(changes) > config.flap_threshold:
-        return replace(s, flapping=True)
+        return s._replace(flapping=True)
     if before.flapping and len(changes) <= config.flap_threshold // 2:
-        return replace(s, flapping=False)
+        return s._replace(flapping=False)
     return s
 
 
@@ -348,8 +362,8 @@ def _announce(s: SeriesState, now: float, emit: _Emitter) -> SeriesState:
         kind = EventKind.ESCALATED if actual > told else EventKind.DEESCALATED
         emit(kind, s, actual)
     if actual == Severity.OK:
-        s = replace(s, since=now, nodata=False)
-    return replace(s, announced=actual)
+        s = s._replace(since=now, nodata=False)
+    return s._replace(announced=actual)
 
 
 @dataclass(slots=True)
@@ -443,6 +457,42 @@ def _idle(rule: Rule, s: SeriesState, now: float) -> bool:
     if now - last >= rule.no_data_after or s.flapping:
         return False
     return not (s.open and rule.repeat_every(max(s.announced, rule.lowest)) > 0)
+
+
+def _calm(rule: Rule, s: SeriesState, value: float) -> bool:
+    """Ok and told so, nothing pending, held or recently changed (flap tracking has nothing
+    to prune), and a value that breaches no level: all `step()` would do is record the value.
+    (A shortcut, like `_idle`: most series are like this most of the time.)"""
+    if not (value <= rule.calm_bound if rule.above else value >= rule.calm_bound):
+        return False  # a NaN lands here too: `step()` decides what it means
+    return (
+        s.severity == _OK
+        and s.announced == _OK
+        and not s.nodata
+        and s.pending_since is None
+        and s.recovering_since is None
+        and not s.flapping
+        and not s.changes
+    )
+
+
+def _observed(rule: Rule, s: SeriesState, now: float, value: float) -> SeriesState:
+    """What `step()` returns for a `_calm` series (no events; `durable()` unchanged)."""
+    # Every field in order, positionally: `_replace` builds the same tuple at twice the cost.
+    return SeriesState(
+        s.severity,
+        s.announced,
+        s.nodata,
+        s.since,
+        s.pending_since,
+        s.recovering_since,
+        now,  # last_data
+        s.last_sent,
+        value,
+        rule.levels[-1].level,  # the threshold `Rule.target` names for a calm value
+        s.changes,
+        s.flapping,
+    )
 
 
 def _forgettable(s: SeriesState, rule: Rule, now: float) -> bool:
@@ -553,8 +603,7 @@ class Evaluator:
                     events.append(_orphan_resolved(name, metric, labels, s, print_, now, why=why))
                 self._removed.add(key)
                 continue
-            self.states[key] = replace(
-                s,
+            self.states[key] = s._replace(
                 pending_since=None if s.pending_since is None else s.pending_since + downtime,
                 recovering_since=None
                 if s.recovering_since is None
@@ -636,42 +685,76 @@ class Evaluator:
     def evaluate(
         self, now: float, history: History, series: set[SeriesKey] | None = None
     ) -> list[AlertEvent]:
-        """Events for the series in `series` (those a batch just updated), or for all."""
+        """Events for the series in `series` (those a batch just updated), or for all.
+
+        Rules are evaluated in their configured order, each over its series in the order of
+        `series` (or of the history), so the events come in the same order however found."""
+        if series is None:
+            by_rule = [
+                (rule, list(history.select(rule.config.metric, rule.config.labels)))
+                for rule in self.rules
+            ]
+        else:
+            by_rule = self._updated_by_rule(history, series)
         events: list[AlertEvent] = []
-        updated: dict[str, list[Labels]] | None = None
-        if series is not None:
-            updated = {}
-            for name, labels in series:
-                updated.setdefault(name, []).append(labels)
-        for rule in self.rules:
-            metric = rule.config.metric
-            if updated is None:
-                candidates = list(history.select(metric, rule.config.labels))
-            elif metric in updated:
-                candidates = history.pick(metric, updated[metric], rule.config.labels)
-            else:
-                continue
+        for rule, candidates in by_rule:
             for labels, window in candidates:
-                key = (rule.name, labels)
-                before = self.states.get(key)
-                value = rule.value_at(window, now)
-                if value is None:
-                    # Data came, but too little for the aggregate yet (a predict after a
-                    # restart): data nonetheless, so it is not "missing".
-                    if before is not None and before.last_data != now:
-                        self.states[key] = replace(before, last_data=now)
-                    continue
-                after, out = step(
-                    rule,
-                    labels,
-                    before or SeriesState(since=now),
-                    now,
-                    value,
-                    honor_for=self.honor_for,
-                )
-                self._put(key, before, after)
-                events.extend(out)
+                self._evaluate_one(rule, labels, window, now, events)
         return events
+
+    def _updated_by_rule(
+        self, history: History, series: set[SeriesKey]
+    ) -> list[tuple[Rule, list[tuple[Labels, SeriesWindow]]]]:
+        rules = self.rules
+        windows = history.series
+        found: dict[int, list[tuple[Labels, SeriesWindow]]] = {}
+        for key in series:
+            window = windows.get(key)
+            if window is None:
+                continue  # nothing stored (a NaN as its first value)
+            # Which rules read the series is found once per series and rule list, rather
+            # than matching every updated series against every rule on every batch.
+            note = window.readers
+            if note is None or note[0] is not rules:
+                note = window.readers = (rules, self._reading(key))
+            for position in note[1]:
+                found.setdefault(position, []).append((key[1], window))
+        return [(rules[position], found[position]) for position in sorted(found)]
+
+    def _reading(self, key: SeriesKey) -> tuple[int, ...]:
+        metric, labels = key
+        return tuple(
+            position
+            for position, rule in enumerate(self.rules)
+            if rule.config.metric == metric and matches(labels, rule.config.labels)
+        )
+
+    def _evaluate_one(
+        self,
+        rule: Rule,
+        labels: Labels,
+        window: SeriesWindow,
+        now: float,
+        events: list[AlertEvent],
+    ) -> None:
+        key = (rule.name, labels)
+        before = self.states.get(key)
+        value = rule.value_at(window, now)
+        if value is None:
+            # Data came, but too little for the aggregate yet (a predict after a
+            # restart): data nonetheless, so it is not "missing".
+            if before is not None and before.last_data != now:
+                self.states[key] = before._replace(last_data=now)
+            return
+        if before is not None and _calm(rule, before, value):
+            self.states[key] = _observed(rule, before, now, value)  # nothing durable changed
+            return
+        after, out = step(
+            rule, labels, before or SeriesState(since=now), now, value, honor_for=self.honor_for
+        )
+        self._put(key, before, after)
+        if out:
+            events.extend(out)
 
     def tick(self, now: float) -> list[AlertEvent]:
         """Time passing without data: no-data detection, repeats, flap release; and calm

@@ -11,11 +11,13 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from bisect import bisect_left, insort
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from fossamon.model import Batch, Labels, SeriesKey
 
@@ -24,22 +26,68 @@ Point = tuple[float, float]
 # A series sampled every 100 ms for a day would need 864,000 points; nothing a rule needs
 # justifies that, so the buffer is also capped by count.
 MAX_POINTS = 20_000
+# Sorted tails kept per series: one per distinct rule window that reads it with a percentile
+# (rules rarely use more than two or three windows on one metric); beyond that, sort per call.
+MAX_SORTED_TAILS = 4
+
+
+@dataclass(slots=True)
+class _SortedTail:
+    """The values of a window's points from index `skip` on, in ascending order."""
+
+    skip: int
+    values: list[float]
 
 
 class SeriesWindow:
-    __slots__ = ("points", "retention")
+    __slots__ = ("_nan", "_tails", "points", "readers", "retention")
 
     def __init__(self, retention: float) -> None:
         self.retention = retention
         self.points: deque[Point] = deque(maxlen=MAX_POINTS)
+        # Per window length a percentile rule asked about: the values of that window, kept
+        # sorted as points come and go (insort/delete: O(log n) to find, a memmove to move),
+        # so a p95 is an index instead of a sort of the whole window per evaluation.
+        self._tails: dict[float, _SortedTail] = {}
+        self._nan = 0  # NaNs have no order: while one is stored, percentiles sort per call
+        # The evaluator's note of which of its rules read this series (for which rule list):
+        # kept here so that it lives and dies with the series. History never looks at it.
+        self.readers: tuple[object, tuple[int, ...]] | None = None
 
     def add(self, ts: float, value: float) -> None:
-        if self.points and ts < self.points[-1][0]:
-            return  # out of order (clock stepped back): keep the window sorted
-        self.points.append((ts, value))
+        points = self.points
+        if points:
+            if ts < points[-1][0]:
+                return  # out of order (clock stepped back): keep the window sorted
+            if len(points) == MAX_POINTS:  # what the deque's maxlen would drop, unseen by tails
+                self._untrack(points.popleft()[1])
+        points.append((ts, value))
+        tails = self._tails
+        if value != value:  # noqa: PLR0124 - NaN, without a function call per point
+            self._nan += 1
+            tails.clear()
+        elif tails:
+            for tail in tails.values():
+                insort(tail.values, value)
         horizon = ts - self.retention
-        while len(self.points) > 1 and self.points[0][0] < horizon:
-            self.points.popleft()
+        while len(points) > 1 and points[0][0] < horizon:
+            oldest = points.popleft()[1]
+            if tails or self._nan:  # most series keep no tails, most of the time
+                self._untrack(oldest)
+
+    def _untrack(self, value: float) -> None:
+        """A point left: out of the tails it was in."""
+        if value != value:  # noqa: PLR0124 - NaN (no tails exist while one is stored)
+            self._nan -= 1
+            return
+        for tail in self._tails.values():
+            if tail.skip:
+                tail.skip -= 1  # it was older than this tail's window
+            else:
+                del tail.values[bisect_left(tail.values, value)]
+
+    def drop_tails(self) -> None:
+        self._tails.clear()
 
     def since(self, start: float) -> list[Point]:
         """Points with ts >= start (the window is sorted, so scan from the newest)."""
@@ -52,6 +100,35 @@ class SeriesWindow:
             out.append(point)
         out.reverse()
         return out
+
+    def sorted_since(self, start: float, window: float) -> list[float] | None:
+        """The values of `since(start)` in ascending order, kept up to date between calls for
+        each `window` (start = now - window); None when they cannot be kept (a NaN stored, or
+        too many windows asked for): sort `since(start)` then. Read-only for the caller."""
+        if self._nan:
+            return None
+        points = self.points
+        tail = self._tails.get(window)
+        if tail is None:
+            if len(self._tails) >= MAX_SORTED_TAILS:
+                return None
+            skip = 0
+            for ts, _ in points:
+                if ts >= start:
+                    break
+                skip += 1
+            tail = _SortedTail(skip, sorted(v for _, v in itertools.islice(points, skip, None)))
+            self._tails[window] = tail
+            return tail.values
+        values, skip = tail.values, tail.skip
+        while skip < len(points) and points[skip][0] < start:  # the window moved on
+            del values[bisect_left(values, points[skip][1])]
+            skip += 1
+        while skip and points[skip - 1][0] >= start:  # asked about an earlier `now`
+            skip -= 1
+            insort(values, points[skip][1])
+        tail.skip = skip
+        return values
 
     @property
     def last(self) -> Point | None:
@@ -70,16 +147,19 @@ class History:
 
     def add_batch(self, batch: Batch) -> None:
         owned = self.by_collector.setdefault(batch.collector, set())
+        series, ts, isfinite = self.series, batch.ts, math.isfinite
         for sample in batch.samples:
-            if not math.isfinite(sample.value):
+            value = sample.value
+            if not isfinite(value):
                 continue  # NaN/inf would poison every aggregate; the JSONL line keeps it (null)
-            window = self.series.get(sample.key)
+            key = (sample.name, sample.labels)  # Sample.key, without a property call per sample
+            window = series.get(key)
             if window is None:
                 window = SeriesWindow(self.retention.get(sample.name, self.default))
-                self.series[sample.key] = window
+                series[key] = window
                 self._by_metric.setdefault(sample.name, {})[sample.labels] = window
-                owned.add(sample.key)
-            window.add(batch.ts, sample.value)
+                owned.add(key)
+            window.add(ts, value)
 
     def forget(self, keys: set[SeriesKey]) -> None:
         """Drop series that are no longer collected (a reload removed their target)."""
@@ -95,45 +175,39 @@ class History:
         self.retention = dict(retention)
         for (name, _), window in self.series.items():
             window.retention = self.retention.get(name, self.default)
-
-    def pick(
-        self, metric: str, labels: Iterable[Labels], matchers: Mapping[str, str]
-    ) -> list[tuple[Labels, SeriesWindow]]:
-        """`select` limited to the given label sets (those a batch just updated): no scan of
-        every series of the metric."""
-        windows = self._by_metric.get(metric, {})
-        out = []
-        for one in labels:
-            window = windows.get(one)
-            if window is not None and (not matchers or _matches(one, matchers)):
-                out.append((one, window))
-        return out
+            window.drop_tails()  # kept for the old rules' windows: built again as asked for
 
     def select(
         self, metric: str, matchers: Mapping[str, str]
     ) -> Iterator[tuple[Labels, SeriesWindow]]:
         for labels, window in self._by_metric.get(metric, {}).items():
-            if _matches(labels, matchers):
+            if matches(labels, matchers):
                 yield labels, window
 
 
-def _matches(labels: Labels, matchers: Mapping[str, str]) -> bool:
+def matches(labels: Labels, matchers: Mapping[str, str]) -> bool:
+    """Does the series carry every label of `matchers` with that value?"""
     present = dict(labels)
     return all(present.get(k) == v for k, v in matchers.items())
 
 
-def _percentile(q: float) -> Callable[[Sequence[Point]], float | None]:
-    percent = round(q * 100)
+PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
 
+
+def quantile(values: Sequence[float], percent: int) -> float:
+    """The `percent` quantile of ascending `values` (not empty): linear interpolation between
+    the closest ranks (numpy's default), the arithmetic of statistics.quantiles(
+    method="inclusive") in integers, for one cut not 99."""
+    scaled = (len(values) - 1) * percent
+    below, delta = divmod(scaled, 100)
+    if delta == 0:
+        return values[below]
+    return (values[below] * (100 - delta) + values[below + 1] * delta) / 100
+
+
+def _percentile(percent: int) -> Callable[[Sequence[Point]], float | None]:
     def compute(points: Sequence[Point]) -> float | None:
-        values = sorted(v for _, v in points)
-        # Linear interpolation between the closest ranks (numpy's default): the arithmetic
-        # of statistics.quantiles(method="inclusive"), in integers, for one cut not 99.
-        scaled = (len(values) - 1) * percent
-        below, delta = divmod(scaled, 100)
-        if delta == 0:
-            return values[below]
-        return (values[below] * (100 - delta) + values[below + 1] * delta) / 100
+        return quantile(sorted(v for _, v in points), percent)
 
     return compute
 
@@ -181,10 +255,7 @@ AGGREGATES: dict[str, Callable[[Sequence[Point]], float | None]] = {
     "avg": lambda points: statistics.fmean(v for _, v in points),
     "min": lambda points: min(v for _, v in points),
     "max": lambda points: max(v for _, v in points),
-    "p50": _percentile(0.50),
-    "p90": _percentile(0.90),
-    "p95": _percentile(0.95),
-    "p99": _percentile(0.99),
+    **{name: _percentile(percent) for name, percent in PERCENTILES.items()},
     "rate": _rate,
     "slope": _slope,
 }

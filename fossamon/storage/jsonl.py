@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
-from fossamon.redact import redact_json_line
+from fossamon.redact import redact_json_line, redact_jsonl_line
 from fossamon.storage.rotation import (
     CLOSE_WAIT,
     Archive,
@@ -41,20 +41,30 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 
 
-def dumps_line(record: dict[str, Any]) -> bytes:
+def dumps_line(record: dict[str, Any], *, free_text: bool = True) -> bytes:
     """Compact UTF-8 JSON plus a newline, secrets redacted. NaN/Infinity (not JSON) become
     null.
 
     orjson does the common case (about 15x faster than json here: serialising was most of a
-    write's cost); what it refuses (a lone surrogate from a service's body, an integer
-    beyond 64 bits) goes the slower json way, with the same result."""
+    write's cost), and the redactor looks at its bytes: a line no rule applies to (nearly
+    every one) is never decoded. What orjson refuses (a lone surrogate from a service's body,
+    an integer beyond 64 bits) goes the slower json way, with the same result. `free_text`:
+    see `Redactor.redact_jsonl_line` (False only for a record with no text from outside)."""
     try:
-        text = orjson.dumps(record).decode("utf-8")
-    except (orjson.JSONEncodeError, UnicodeDecodeError):
-        try:
-            text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        except ValueError:
-            text = json.dumps(finite_json(record), ensure_ascii=False, separators=(",", ":"))
+        # Not OPT_APPEND_NEWLINE: orjson's bytes keep the whole buffer it wrote into (4 KiB
+        # for a 700-byte line), and a buffered line would hold that. The copy that appends
+        # the newline is the line's size, so what the buffer counts is what memory holds.
+        line = orjson.dumps(record) + b"\n"
+    except orjson.JSONEncodeError:
+        return _dumps_line_with_json(record)
+    return redact_jsonl_line(line, free_text=free_text)
+
+
+def _dumps_line_with_json(record: dict[str, Any]) -> bytes:
+    try:
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(finite_json(record), ensure_ascii=False, separators=(",", ":"))
     text = redact_json_line(text)
     # A lone surrogate (legal in JSON text a service sent us) cannot be UTF-8; written as the
     # escape \udXXX it stays valid JSON and the line is kept.
@@ -332,9 +342,9 @@ class JsonlWriter:
         """The writer is done for good: the archiver's idle thread may end."""
         self._archiver.abandon()
 
-    def write(self, record: dict[str, Any]) -> bool:
+    def write(self, record: dict[str, Any], *, free_text: bool = True) -> bool:
         try:
-            line = dumps_line(record)
+            line = dumps_line(record, free_text=free_text)
         except (TypeError, ValueError) as exc:
             # A value json cannot represent is a bug upstream; lose this line, not the daemon.
             self.lines_dropped += 1

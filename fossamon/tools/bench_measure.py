@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from fossamon.collectors.api import ApiCollector
 from fossamon.collectors.db import DbCollector
 
@@ -67,7 +69,7 @@ def build(config: Config) -> list[Collector]:
     if db is not None and db.enabled and db.queries:
         collectors.append(DbCollector(db))
     if api is not None and api.enabled:
-        collectors.append(ApiCollector(api.model_copy(update={"max_concurrency": 1})))
+        collectors.append(ApiCollector(msgspec.structs.replace(api, max_concurrency=1)))
     return collectors
 
 

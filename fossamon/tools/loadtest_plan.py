@@ -1,6 +1,6 @@
 """The plan of a load test as plain values: what every worker process needs, and no more.
 
-Kept apart from the scenario parsing (pydantic, the config's validators) because each worker
+Kept apart from the scenario parsing (msgspec, the config's validators) because each worker
 process unpickles a `Plan`, and so imports this module, before it can start.
 """
 

@@ -33,13 +33,16 @@ expect_status = [200, 401]
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+import msgspec
+from msgspec import Meta
 
+from fossamon._schema import ConversionError, Parse, Strict, convert, convert_value
 from fossamon.collectors._http_checks import merge_headers
 from fossamon.config import Headers, HttpMethod, HttpUrl, Name, PositiveDuration, format_key_path
 from fossamon.errors import ConfigError, ConfigProblem
@@ -61,40 +64,45 @@ if TYPE_CHECKING:
 # --- the scenario file ---------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"input should be a finite number, got {value!r}")
+    return value
 
 
-class _EndpointFile(_Strict):
+_Finite = Annotated[float, Parse(_finite)]
+
+
+class _EndpointFile(Strict, frozen=True, kw_only=True):
     name: Name
     url: HttpUrl | None = None
     path: str | None = None
     method: HttpMethod = "GET"
-    headers: Headers = Field(default_factory=dict)
-    json_body: Any = Field(default=None, alias="json")
+    headers: Headers = msgspec.field(default_factory=dict)
+    json_body: Any = msgspec.field(default=None, name="json")
     body: str | None = None
-    weight: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    weight: Annotated[_Finite, Meta(gt=0)] = 1.0
     timeout: PositiveDuration | None = None
-    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
+    expect_status: list[Annotated[int, Meta(ge=100, le=599)]] = msgspec.field(default_factory=list)
 
 
-class _KpiFile(_Strict):
+class _KpiFile(Strict, frozen=True, kw_only=True):
     p95: PositiveDuration = DEFAULT_MAX_P95
-    min_rps: Annotated[float, Field(ge=0, allow_inf_nan=False)] = DEFAULT_MIN_RPS
-    min_success: Annotated[float, Field(ge=0, le=100)] = DEFAULT_MIN_SUCCESS
+    min_rps: Annotated[_Finite, Meta(ge=0)] = DEFAULT_MIN_RPS
+    min_success: Annotated[float, Meta(ge=0, le=100)] = DEFAULT_MIN_SUCCESS
 
 
-class _ScenarioFile(_Strict):
+class _ScenarioFile(Strict, frozen=True, kw_only=True):
     base_url: HttpUrl = ""
-    headers: Headers = Field(default_factory=dict)
+    headers: Headers = msgspec.field(default_factory=dict)
     timeout: PositiveDuration = DEFAULT_TIMEOUT
-    concurrency: Annotated[int, Field(ge=1, le=100_000)] = DEFAULT_CONCURRENCY
-    requests: Annotated[int, Field(ge=1)] | None = None
+    concurrency: Annotated[int, Meta(ge=1, le=100_000)] = DEFAULT_CONCURRENCY
+    requests: Annotated[int, Meta(ge=1)] | None = None
     duration: PositiveDuration | None = None
-    rate: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    rate: Annotated[_Finite, Meta(gt=0)] | None = None
     verify_tls: bool = True
     kpi: _KpiFile = _KpiFile()
-    endpoints: list[_EndpointFile] = Field(min_length=1)
+    endpoints: Annotated[list[_EndpointFile], Meta(min_length=1)]
 
 
 def load_scenario(path: str, base_url: str | None = None) -> Plan:
@@ -115,12 +123,9 @@ def load_scenario(path: str, base_url: str | None = None) -> Plan:
 
 def parse_scenario(raw: dict[str, Any], file: str = "<scenario>") -> Plan:
     try:
-        scenario = _ScenarioFile.model_validate(raw)
-    except ValidationError as exc:
-        problems = [
-            ConfigProblem(file, format_key_path(tuple(err["loc"])), _describe(err))
-            for err in exc.errors()
-        ]
+        scenario = convert(_ScenarioFile, raw)
+    except ConversionError as exc:
+        problems = [ConfigProblem(file, format_key_path(p.loc), p.message) for p in exc.problems]
         raise ConfigError(problems) from None
     problems = _problems(scenario, file)
     if problems:
@@ -172,19 +177,6 @@ def _problems(scenario: _ScenarioFile, file: str) -> list[ConfigProblem]:
     return problems
 
 
-def _describe(error: Any) -> str:
-    kind, msg = error["type"], str(error["msg"]).removeprefix("Value error, ")
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    if kind in {"value_error", "assertion_error"}:
-        return msg
-    shown = repr(error.get("input"))
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return f"{msg[0].lower()}{msg[1:]}, got {shown}"
-
-
 # --- the daemon's config and the command line ---------------------------------------------
 
 
@@ -224,10 +216,9 @@ def endpoint_from_url(
 def _checked(kind: Any, value: Any, option: str) -> Any:
     """`value` through the config's own validator for `kind`; ValueError naming `option`."""
     try:
-        return TypeAdapter(kind).validate_python(value)
-    except ValidationError as exc:
-        message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-        raise ValueError(f"{option}: {message}") from None
+        return convert_value(kind, value)
+    except ConversionError as exc:
+        raise ValueError(f"{option}: {exc.problems[0].message}") from None
 
 
 def parse_header(text: str) -> tuple[str, str]:

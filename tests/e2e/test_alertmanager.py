@@ -131,7 +131,7 @@ async def until_delivered(outbox: RecordingOutbox, ids: list[int], timeout: floa
 
 async def test_firing_escalated_then_resolved(alertmanager, session):
     config = AlertmanagerSinkConfig(
-        type="alertmanager", url=alertmanager.url, labels={"team": "ops"}, timeout="5s"
+        type="alertmanager", url=alertmanager.url, labels={"team": "ops"}, timeout=5.0
     )
     outbox = RecordingOutbox()
     [worker] = build_sink_workers([config], "web1", outbox)
@@ -181,7 +181,7 @@ async def test_firing_escalated_then_resolved(alertmanager, session):
 
 async def test_alertmanager_rejects_nothing_we_send(alertmanager, session):
     """Odd label values and a missing value/threshold still make a valid v2 alert."""
-    config = AlertmanagerSinkConfig(type="alertmanager", url=alertmanager.url, timeout="5s")
+    config = AlertmanagerSinkConfig(type="alertmanager", url=alertmanager.url, timeout=5.0)
     outbox = RecordingOutbox()
     [worker] = build_sink_workers([config], "web1", outbox)
     worker.start()

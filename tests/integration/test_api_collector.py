@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from fossamon.collectors import _http_checks
 from fossamon.collectors.api import ApiCollector
-from fossamon.config import ApiCollectorConfig
+from fossamon.config import ApiCollectorConfig, validate_section
 from fossamon.model import Batch, ErrorKind, Failure
 
 HEALTHY = {"status": "healthy", "data": {"items": [{"id": 7, "name": "pump"}, {"id": 8}]}}
@@ -148,7 +148,7 @@ async def make_collector():
     def make(
         endpoints: list[dict[str, Any]], resolver: AbstractResolver | None = None, **settings: Any
     ) -> ApiCollector:
-        config = ApiCollectorConfig.model_validate({"endpoints": endpoints, **settings})
+        config = validate_section(ApiCollectorConfig, {"endpoints": endpoints, **settings})
         collector = ApiCollector(config, resolver=resolver)
         made.append(collector)
         return collector

@@ -20,7 +20,7 @@ import pytest
 
 import fossamon
 from fossamon.collectors.db import DbCollector
-from fossamon.config import DbCollectorConfig
+from fossamon.config import DbCollectorConfig, validate_section
 from fossamon.model import Batch, ErrorKind, make_labels
 
 ROWS = 3000
@@ -100,7 +100,7 @@ async def make_collector():
     made: list[DbCollector] = []
 
     def make(path: Path, *queries: dict[str, object], **options: object) -> DbCollector:
-        config = DbCollectorConfig.model_validate(db_config(path, *queries, **options))
+        config = validate_section(DbCollectorConfig, db_config(path, *queries, **options))
         made.append(DbCollector(config))
         return made[-1]
 
@@ -409,7 +409,7 @@ class TestNeverWrites:
 UNPRIVILEGED_COLLECT = """
 import asyncio, concurrent.futures.thread, json, os, sys
 from fossamon.collectors.db import DbCollector
-from fossamon.config import DbCollectorConfig
+from fossamon.config import DbCollectorConfig, validate_section
 
 # Everything is imported first: the interpreter may live where the unprivileged user cannot
 # read (pyenv under /root). Then the drop, for good: setuid from root clears the saved uid too.
@@ -420,7 +420,7 @@ if os.geteuid() == 0:
     assert (os.getuid(), os.geteuid()) == (NOBODY, NOBODY)
 
 async def main():
-    collector = DbCollector(DbCollectorConfig.model_validate(json.loads(sys.argv[1])))
+    collector = DbCollector(validate_section(DbCollectorConfig, json.loads(sys.argv[1])))
     try:
         batch = await collector.collect()
     finally:
@@ -446,10 +446,10 @@ def shared_dir():
 BIG_BLOBS_COLLECT = """
 import asyncio, json, resource, sys
 from fossamon.collectors.db import DbCollector
-from fossamon.config import DbCollectorConfig
+from fossamon.config import DbCollectorConfig, validate_section
 
 async def main():
-    collector = DbCollector(DbCollectorConfig.model_validate(json.loads(sys.argv[1])))
+    collector = DbCollector(validate_section(DbCollectorConfig, json.loads(sys.argv[1])))
     batch = await collector.collect()
     await collector.close()
     rows = [s.value for s in batch.samples if s.name == "db_query_rows"]

@@ -13,7 +13,7 @@ import pytest
 from sinks_support import RecordingOutbox, event
 from structlog.testing import capture_logs
 
-from fossamon.config import ExecSinkConfig
+from fossamon.config import ExecSinkConfig, validate_section
 from fossamon.model import EventKind, Severity
 from fossamon.sinks import build_sink_workers
 from fossamon.sinks.base import Delivery
@@ -65,7 +65,7 @@ async def start():
     def make(command, outbox=None, **settings):
         base = {"type": "exec", "name": "pager", "command": command, "timeout": "5s"}
         base |= {"backoff": "20ms", "backoff_max": "50ms"}
-        config = ExecSinkConfig.model_validate({**base, **settings})
+        config = validate_section(ExecSinkConfig, {**base, **settings})
         [worker] = build_sink_workers([config], "web1", outbox or RecordingOutbox())
         worker.start()
         started.append(worker)

@@ -11,7 +11,7 @@ from sinks_support import Receiver, RecordingOutbox, event
 from structlog.testing import capture_logs
 from support import free_port
 
-from fossamon.config import AlertmanagerSinkConfig, WebhookSinkConfig
+from fossamon.config import AlertmanagerSinkConfig, WebhookSinkConfig, validate_section
 from fossamon.model import EventKind, Severity
 from fossamon.sinks import build_sink_workers
 from fossamon.sinks.base import Delivery
@@ -48,7 +48,7 @@ async def workers():
 def webhook(url, **settings):
     base = {"type": "webhook", "name": "hook", "url": url, "timeout": "2s"}
     base |= {"backoff": "20ms", "backoff_max": "50ms"}
-    return WebhookSinkConfig.model_validate({**base, **settings})
+    return validate_section(WebhookSinkConfig, {**base, **settings})
 
 
 def parse_iso(text):
@@ -184,7 +184,7 @@ class TestWebhook:
 def alertmanager(url, **settings):
     base = {"type": "alertmanager", "name": "am", "url": url, "resend_every": "200ms"}
     base |= {"timeout": "2s", "backoff": "20ms", "backoff_max": "50ms"}
-    return AlertmanagerSinkConfig.model_validate({**base, **settings})
+    return validate_section(AlertmanagerSinkConfig, {**base, **settings})
 
 
 class TestAlertmanager:

@@ -8,12 +8,12 @@ import time
 import psutil
 
 from fossamon.collectors.system import SystemCollector
-from fossamon.config import SystemCollectorConfig
+from fossamon.config import SystemCollectorConfig, validate_section
 from fossamon.model import ErrorKind
 
 
 def build(**fields) -> SystemCollector:
-    return SystemCollector(SystemCollectorConfig.model_validate(fields))
+    return SystemCollector(validate_section(SystemCollectorConfig, fields))
 
 
 async def built(**fields) -> SystemCollector:

@@ -1,11 +1,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from fossamon.config import Config, default_config_path, load_config, parse_config
+from fossamon.config import (
+    Config,
+    RuleConfig,
+    default_config_path,
+    load_config,
+    parse_config,
+    validate_section,
+)
 from fossamon.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +63,7 @@ class TestDefaults:
 
     def test_config_is_immutable(self):
         config = parse_config(API, env={})
-        with pytest.raises(ValueError, match="frozen"):
+        with pytest.raises(AttributeError, match="immutable"):
             config.collectors.system.interval = 1.0  # type: ignore[misc]
 
 
@@ -484,3 +493,127 @@ class TestExporter:
         assert not [w for w in warnings(guarded) if w.startswith("exporter.listen")]
         ipv6 = parse_config('[exporter]\nlisten = "[::1]:9847"', env={})
         assert ipv6.exporter.loopback
+
+
+class TestValuesAndSerialisation:
+    def test_configs_compare_by_value_and_sections_without_lists_hash(self):
+        text = API + '[[rules]]\nname = "r"\nmetric = "m"\nwarning = 1\n'
+        assert parse_config(text, env={}) == parse_config(text, env={})
+        assert parse_config(text, env={}) != parse_config(text.replace("= 1", "= 2"), env={})
+        daemon = parse_config("", env={}).daemon
+        assert hash(daemon) == hash(parse_config("", env={}).daemon)
+
+    def test_each_config_has_default_sections_of_its_own(self):
+        first, second = parse_config("", env={}), parse_config("", env={})
+        assert first.output.metrics is not second.output.metrics
+        assert first.collectors.system.disks is not second.collectors.system.disks
+        first.collectors.system.disks.append("/elsewhere")  # a slip anywhere must not leak
+        assert parse_config("", env={}).collectors.system.disks == ["/"]
+
+    def test_an_integer_too_big_for_a_float_is_a_problem_not_a_crash(self):
+        huge = "1" + "0" * 400
+        found = problems(f'[[rules]]\nname = "r"\nmetric = "m"\nwarning = {huge}\n')
+        assert found == [f"test.toml: rules[0].warning: must be a finite number, got {huge}"]
+        found = problems(
+            API.replace("[collectors.api]", f"[collectors.api]\nmax_concurrency = {huge}")
+        )
+        expected = "input should be less than or equal to 10000, got"
+        assert found == [f"test.toml: collectors.api.max_concurrency: {expected} {huge[:57]}..."]
+
+    def test_a_float_field_refuses_an_integer_beyond_floats(self):
+        from fossamon.tools.loadtest_scenario import parse_scenario
+
+        huge = int("1" + "0" * 400)
+        endpoint = {"name": "a", "url": "http://127.0.0.1:1/", "weight": huge}
+        with pytest.raises(
+            ConfigError, match=r"endpoints\[0\]\.weight: input should be a valid number"
+        ):
+            parse_scenario({"endpoints": [endpoint]})
+
+    def test_a_rules_json_is_the_bytes_pydantic_wrote(self):
+        # The evaluator saves sha256(to_json()) with each alert state; had these bytes changed
+        # with the move off pydantic, the first start after the upgrade would have resolved
+        # every open alert as "rule removed or changed".
+        config = parse_config(
+            '[[rules]]\nname = "disk_fill"\nmetric = "system_disk_bytes"\n'
+            'labels = { mount = "/données" }\naggregate = "predict"\nwindow = "6h"\n'
+            'predict_ahead = "1d"\nwarning = "900TB"\ncritical = 1e20\nfor = "30m"\n'
+            "summary = 'disk \"{mount}\" fills'\n",
+            env={},
+        )
+        assert config.rules[0].to_json() == (
+            '{"name":"disk_fill","metric":"system_disk_bytes","labels":{"mount":"/données"},'
+            '"aggregate":"predict","window":21600.0,"predict_ahead":86400.0,"direction":"above",'
+            '"warning":900000000000000.0,"critical":1e+20,"clear":null,"clear_warning":null,'
+            '"clear_critical":null,"for_":1800.0,"keep_firing_for":0.0,"repeat_every":0.0,'
+            '"repeat_every_warning":null,"repeat_every_critical":null,"no_data":"alert",'
+            '"no_data_after":null,"flap_threshold":6,"flap_window":600.0,'
+            '"summary":"disk \\"{mount}\\" fills"}'
+        )
+
+    def test_the_shipped_rules_keep_their_fingerprints(self):
+        # sha256(model_dump_json())[:16] of each shipped rule, as pydantic computed them
+        import hashlib
+
+        config = load_config(REPO / "config.toml", env={})
+        digests = {
+            r.name: hashlib.sha256(r.to_json().encode()).hexdigest()[:16] for r in config.rules
+        }
+        assert digests == {
+            "api_p95_latency": "1c0eb7910fadf28c",
+            "api_down": "5ae747f90da72c8b",
+            "db_query_slow": "5ff82d6b52c620d9",
+            "db_down": "2e764a6da38d018a",
+            "cpu_high": "57b21845cc773ca8",
+            "memory_high": "271b918ae9e72efe",
+            "disk_full": "86047ac69352f42a",
+            "disk_full_within_a_day": "e43c19a5ebd6eac5",
+        }
+
+    def test_to_dict_names_fields_as_the_code_does(self):
+        config = parse_config(API + 'json = { token = "t" }\n', env={})
+        assert config.collectors.api is not None
+        endpoint = config.to_dict()["collectors"]["api"]["endpoints"][0]
+        assert endpoint["json_body"] == {"token": "t"}
+        assert "json" not in endpoint
+
+
+class TestSections:
+    def test_a_section_is_checked_as_the_loader_checks_it(self):
+        rule = validate_section(RuleConfig, {"name": "r", "metric": "m", "for": "1m", "warning": 1})
+        assert rule.for_ == 60.0
+        with pytest.raises(ConfigError) as caught:
+            validate_section(RuleConfig, {"name": "r", "metric": "m", "window": 5}, "t.toml")
+        (found,) = [str(p) for p in caught.value.problems]
+        assert found == (
+            't.toml: window: expected a duration such as "250ms", "15s", "5m", "1h" or "1d" '
+            '(with a unit: write "5s"), got 5'
+        )
+
+    def test_a_sink_that_is_not_a_table_says_so(self):
+        assert problems("sinks = [3]") == [
+            "test.toml: sinks[0]: expected a table ([section] or { key = value }), got 3"
+        ]
+
+    def test_a_name_pattern_is_shown_as_written(self):
+        (found,) = problems('[[rules]]\nname = "r x"\nmetric = "m"\nwarning = 1\n')
+        assert "(string should match pattern '^[A-Za-z_][A-Za-z0-9_.:-]*$')" in found
+
+    def test_a_trailing_newline_is_no_part_of_a_name(self):
+        (found,) = problems('[[rules]]\nname = "r\\n"\nmetric = "m"\nwarning = 1\n')
+        assert found.startswith("test.toml: rules[0].name: has characters that are not allowed")
+
+
+def test_the_daemon_never_imports_pydantic():
+    # pydantic and pydantic_core cost the daemon ~20 MB of its 50 MB budget (issue 8)
+    code = (
+        "import sys\n"
+        "import fossamon.daemon, fossamon.web.server, fossamon.oneshot\n"
+        "from fossamon.config import load_config\n"
+        f"load_config({str(REPO / 'config.toml')!r}, env={{}})\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0].startswith('pydantic')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

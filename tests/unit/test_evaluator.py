@@ -1,9 +1,15 @@
 from __future__ import annotations
 
-from fossamon.config import RuleConfig
+import math
+import random
+
+import pytest
+from test_windows import reference_add
+
+from fossamon.config import RuleConfig, validate_section
 from fossamon.model import Batch, EventKind, Sample, Severity, make_labels
-from fossamon.rules.evaluator import Evaluator, render_summary
-from fossamon.rules.windows import History
+from fossamon.rules.evaluator import Evaluator, Rule, SeriesState, render_summary, step
+from fossamon.rules.windows import History, aggregate
 from fossamon.testing import ManualClock
 
 
@@ -13,7 +19,7 @@ def rule(**fields) -> RuleConfig:
         if isinstance(fields.get(key), int | float):
             fields[key] = f"{fields[key]}s"  # config durations carry a unit
     base.update(fields)
-    return RuleConfig.model_validate(base)
+    return validate_section(RuleConfig, base)
 
 
 class Harness:
@@ -347,3 +353,97 @@ def test_check_warns_about_a_summary_that_would_show_a_marker():
     assert _template_problem("{labels[endpoint]} is {value} ({severity}, {since})") is None
     assert "{bogus} is not a summary field" in (_template_problem("{value} {bogus}") or "")
     assert "template error" in (_template_problem("{labels[endpoint} x") or "")
+
+
+class PlainEvaluator:
+    """What `Evaluator.evaluate` does, written the plain way: every rule in order matched
+    against every updated series, each aggregate computed from a sort of a list of points
+    kept without any index, and every value through `step()`."""
+
+    def __init__(self, rules: list[RuleConfig]) -> None:
+        self.rules = [Rule(r) for r in rules]
+        self.retention = Evaluator(rules).retention()
+        self.points: dict[tuple[str, tuple], list[tuple[float, float]]] = {}
+        self.states: dict[tuple[str, tuple], SeriesState] = {}
+
+    def add_batch(self, batch: Batch) -> None:
+        for sample in batch.samples:
+            if math.isfinite(sample.value):
+                points = self.points.setdefault(sample.key, [])
+                reference_add(
+                    points, batch.ts, sample.value, self.retention.get(sample.name, 0.0), 20_000
+                )
+
+    def evaluate(self, now: float, series: set) -> list:
+        events = []
+        for r in self.rules:
+            for name, labels in series:
+                points = self.points.get((name, labels))
+                wanted = r.config.labels.items()
+                if name != r.config.metric or points is None or wanted - set(labels):
+                    continue
+                window = r.config.window
+                since = [p for p in points if p[0] >= now - window] if window else points[-1:]
+                value = aggregate(r.config.aggregate, since)
+                before = self.states.get((r.name, labels))
+                if value is None:
+                    if before is not None:
+                        self.states[(r.name, labels)] = before._replace(last_data=now)
+                    continue
+                state, out = step(r, labels, before or SeriesState(since=now), now, value)
+                self.states[(r.name, labels)] = state
+                events += out
+        return events
+
+
+class TestAgainstAPlainEvaluator:
+    """The indexes, sorted windows and shortcuts change how fast, never what: the same
+    randomized streams give the same events and states as the plain computation."""
+
+    RULES = (
+        {"name": "p95_all", "aggregate": "p95", "window": 300, "warning": 0.5, "critical": 2},
+        {"name": "p95_a", "aggregate": "p95", "window": 60, "warning": 0.4, "for_": 20,
+         "labels": {"endpoint": "a"}},
+        {"name": "p50_long", "aggregate": "p50", "window": 900, "warning": 0.3, "clear": 0.2},
+        {"name": "p99_short", "aggregate": "p99", "window": 30, "critical": 1.5,
+         "keep_firing_for": "15s"},
+        {"name": "low_p90", "aggregate": "p90", "window": 120, "direction": "below",
+         "warning": 0.05, "labels": {"endpoint": "b"}},
+        {"name": "avg", "aggregate": "avg", "window": 60, "warning": 0.6},
+        {"name": "last", "warning": 1.0, "critical": 3.0},
+        {"name": "other_metric", "metric": "x", "aggregate": "p95", "window": 60, "warning": 1},
+    )  # fmt: skip
+
+    @pytest.mark.parametrize("seed", range(4))
+    def test_same_events_and_states_on_random_streams(self, seed):
+        configs = [rule(**fields) for fields in self.RULES]
+        h, plain = Harness(*configs), PlainEvaluator(configs)
+        rng = random.Random(seed)
+        now, got, expected = 1000.0, [], []
+        for _ in range(1500):
+            now += rng.choice([1.0, 2.0, 5.0, 15.0])
+            ts = now - rng.choice([0.0, 0.0, 0.0, 0.0, 10.0])  # a late batch now and then
+            samples = tuple(
+                Sample(
+                    rng.choice(["m", "m", "m", "x"]),
+                    math.nan if rng.random() < 0.005 else rng.lognormvariate(-1.5, 1.0),
+                    make_labels(endpoint=rng.choice("abcd")),
+                )
+                for _ in range(rng.randrange(1, 6))
+            )
+            batch = Batch("x", ts, 0.0, samples)
+            updated = {s.key for s in samples}
+            h.history.add_batch(batch)
+            plain.add_batch(batch)
+            got += h.evaluator.evaluate(ts, h.history, updated)
+            expected += plain.evaluate(ts, updated)
+        assert got == expected
+        assert h.evaluator.states == plain.states
+        assert {e.kind for e in got} >= {EventKind.FIRING, EventKind.RESOLVED}
+
+    def test_a_series_is_read_by_the_rules_of_a_reload(self):
+        h = Harness(rule(name="a", warning=1))
+        assert [e.rule for e in h.feed(5, endpoint="x")] == ["a"]
+        other = rule(name="other", warning=1, labels={"endpoint": "y"})  # now first in line
+        h.evaluator.replace_rules([other, rule(name="b", warning=1)], 1.0)
+        assert [e.rule for e in h.feed(5, endpoint="x")] == ["b"]

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fossamon.config import RuleConfig, parse_config
+from fossamon.config import RuleConfig, parse_config, validate_section
 from fossamon.model import AlertEvent, Batch, EventKind, Sample, Severity, fingerprint, make_labels
-from fossamon.rules.evaluator import Evaluator, Rule, SeriesState, step
+from fossamon.rules.evaluator import Evaluator, Rule, SeriesState, _calm, _observed, step
 from fossamon.rules.windows import History
 
 CASES = Path(__file__).parent.parent / "cases"
@@ -117,7 +117,7 @@ def rules(draw: st.DrawFn) -> RuleConfig:
     lowest = warning if warning is not None else critical
     if draw(st.booleans()):
         fields["clear"] = lowest - 10 if above else lowest + 10
-    return RuleConfig.model_validate({k: v for k, v in fields.items() if v is not None})
+    return validate_section(RuleConfig, {k: v for k, v in fields.items() if v is not None})
 
 
 # Each step: seconds to wait, then a value (data arrives) or None (only a tick).
@@ -226,3 +226,24 @@ def test_state_survives_a_json_round_trip(
         assert a_events == b_events
         assert a_state == b_state
         state = a_state
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules(), steps)
+def test_the_calm_shortcut_is_what_step_would_do(
+    config: RuleConfig, script: list[tuple[int, int | None]]
+) -> None:
+    """The evaluator skips `step()` for a calm series and records the value itself: the
+    result must be exactly `step()`'s, in every state the machine can reach."""
+    rule = Rule(config)
+    labels = make_labels(endpoint="e")
+    state = SeriesState(since=0.0)
+    now = 0.0
+    for wait, value in script:
+        now += wait
+        reading = None if value is None else float(value)
+        stepped = step(rule, labels, state, now, reading)
+        if reading is not None and _calm(rule, state, reading):
+            assert stepped == (_observed(rule, state, now, reading), [])
+            assert stepped[0].durable() == state.durable()
+        state = stepped[0]

@@ -119,6 +119,53 @@ class TestBatching:
         assert out.batches == 1
         await out.close(5)
 
+    async def test_a_stream_is_gathered_into_few_writes(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.open()
+        began = time.monotonic()
+        for n in range(3000):
+            assert out.write({"n": n})
+            if n % 10 == 0:
+                await asyncio.sleep(0)  # 300 chances to hand a batch over
+        took = time.monotonic() - began
+        # at most one hand-over per COALESCE, plus the first and the one at close
+        await out.close(10)
+        assert out.batches <= took / output.COALESCE + 2, (out.batches, took)
+        assert read_numbers(tmp_path / "m.jsonl") == list(range(3000))
+
+    async def test_a_line_after_a_quiet_spell_is_handed_over_at_once(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.open()
+        out.write({"n": 0})
+        await out.flush()
+        await asyncio.sleep(output.COALESCE * 2)
+        handed = out.batches
+        out.write({"n": 1})
+        await asyncio.sleep(0)  # the flusher's turn: no timer in between
+        assert out.batches == handed + 1
+        await out.close(5)
+        assert read_numbers(tmp_path / "m.jsonl") == [0, 1]
+
+    @pytest.mark.parametrize("interval", [0.0, 60.0])
+    async def test_close_as_a_batch_fills_up_returns(self, tmp_path, interval):
+        """The flusher's wait for a batch's worth ends just as close() cancels it: the
+        cancellation must not be lost (asyncio.wait_for loses it on Python 3.11)."""
+        big = "x" * 1000
+        for attempt in range(30):
+            out = BufferedOutput(tmp_path / f"m{attempt}.jsonl", flush_interval=interval)
+            out.open()
+            out.write({"n": -1})
+            await out.flush()
+            out.write({"n": 0})
+            await asyncio.sleep(0)  # the flusher waits for the batch to fill (or COALESCE)
+            for n in range(1, 1100):  # about 1.1 MB: a batch's worth
+                out.write({"n": n, "pad": big})
+            await asyncio.sleep(0)  # its wait has ended; it has not run yet
+            began = time.monotonic()
+            assert await asyncio.wait_for(out.close(5), 3) == 0
+            assert time.monotonic() - began < 2, "close() waited for a flusher that lived on"
+            assert out.lines_written == 1101
+
     async def test_a_full_batch_does_not_wait_for_the_interval(self, tmp_path):
         out = BufferedOutput(tmp_path / "m.jsonl", flush_interval=60.0)
         out.open()

@@ -5,7 +5,7 @@ import json
 import time
 
 from fossamon.alerting import AlertDispatcher
-from fossamon.config import RuleConfig, parse_config
+from fossamon.config import RuleConfig, parse_config, validate_section
 from fossamon.model import Batch, Sample, make_labels
 from fossamon.pipeline import Pipeline
 from fossamon.rules.evaluator import Evaluator
@@ -31,8 +31,8 @@ def build(tmp_path, *rules: RuleConfig) -> tuple[Pipeline, RecordingObserver]:
 
 
 def down_rule() -> RuleConfig:
-    return RuleConfig.model_validate(
-        {"name": "api_down", "metric": "api_up", "direction": "below", "critical": 1}
+    return validate_section(
+        RuleConfig, {"name": "api_down", "metric": "api_up", "direction": "below", "critical": 1}
     )
 
 
@@ -97,8 +97,8 @@ class TestIngest:
         assert pipeline.alerts.events_silenced == 1
 
     async def test_tick_judges_missing_data(self, tmp_path):
-        rule = RuleConfig.model_validate(
-            {"name": "r", "metric": "api_up", "critical": 5, "no_data_after": "10s"}
+        rule = validate_section(
+            RuleConfig, {"name": "r", "metric": "api_up", "critical": 5, "no_data_after": "10s"}
         )
         pipeline, _ = build(tmp_path, rule)
         await pipeline.ingest(api_batch(1.0, 1.0))
@@ -185,8 +185,8 @@ class TestSilenceLifecycle:
     """What sinks hear of an alert whose beginning a silence hid."""
 
     async def setup(self, tmp_path):
-        rule = RuleConfig.model_validate(
-            {"name": "lat", "metric": "api_up", "warning": 5, "critical": 10}
+        rule = validate_section(
+            RuleConfig, {"name": "lat", "metric": "api_up", "warning": 5, "critical": 10}
         )
         evaluator = Evaluator([rule])
         alerts = AlertDispatcher("web-1", evaluator, JsonlWriter(tmp_path / "a.jsonl"))
@@ -256,7 +256,9 @@ class TestSilenceLifecycle:
 async def test_last_evaluation_is_kept_fresh_while_a_for_wait_runs(tmp_path):
     """A restart measures downtime from it: stale by 10 s, a SIGKILL would cost a pending
     alert up to 10 s of its `for` wait."""
-    rule = RuleConfig.model_validate({"name": "r", "metric": "api_up", "warning": 5, "for": "60s"})
+    rule = validate_section(
+        RuleConfig, {"name": "r", "metric": "api_up", "warning": 5, "for": "60s"}
+    )
     pipeline, _ = build(tmp_path, rule)
     store = pipeline.alerts.store
     await pipeline.ingest(api_batch(100.0, 7.0))  # pending

@@ -334,6 +334,60 @@ class TestJsonLine:
         assert json.loads(redactor.redact_json_line(line)) == {"a": "x", "b": "ab cd"}
 
 
+# Lines each rule of `Redactor.redact` changes, spelt as JSONL records hold them.
+RULE_LINES = [
+    {"error": "cannot connect to https://bob:hunter2@api.example.org/v1"},
+    {"error": "GET https://h/p?a=1&token=s3&b=2 failed"},
+    {"url": "https://h/?password=p%40ss#top"},
+    {"error": "sent Authorization: Bearer abc.def"},
+    {"error": "authorization: Basic dXNlcjpwYXNz"},
+    {"error": "AUTHORIZATION: xyz"},
+    {"error": "Proxy-Authorization: Basic abc"},
+    {"error": "Cookie: a=b; c=d"},
+    {"error": "set-cookie: sid=abc; Path=/"},
+    {"error": "COOKIE: sid=abc"},
+    {"headers": {"Cookie": "sid=1", "Authorization": "Bearer q"}},
+    {"error": "Authorization: Bearer xyz\nCookie: a=b"},
+    {"error": "x s3cretTOKEN y", "ok": "é ✓"},
+    {"error": "x pässwörd-ü y"},  # a secret whose rarest character is not ASCII
+    {"error": 'x pa"ss\\wörd y'},  # one that JSON escapes
+    {"error": "x s3cret%2FTOKEN y"},  # percent-encoded
+]
+RULE_SECRETS = ["s3cretTOKEN", "pässwörd-ü", 'pa"ss\\wörd', "s3cret/TOKEN"]
+
+
+class TestJsonlLine:
+    """`redact_jsonl_line`: the same as `redact_json_line`, on orjson's bytes."""
+
+    @pytest.mark.parametrize("record", RULE_LINES)
+    def test_each_rule_applies_to_the_bytes_as_to_the_text(self, record):
+        redactor = Redactor(RULE_SECRETS)
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        masked = redactor.redact_jsonl_line(text.encode() + b"\n")
+        assert masked == (redactor.redact_json_line(text) + "\n").encode()
+        assert masked != text.encode() + b"\n"  # the rule did apply
+        assert masked.endswith(b"\n")
+        assert masked.count(b"\n") == 1
+        json.loads(masked)
+
+    def test_a_line_no_rule_applies_to_is_the_same_object(self):
+        redactor = Redactor(["hunter2-Pass!", "0123456789abcdef"])
+        for text in (METRIC_LINE, '{"a":"size work_orders Zoo Kilo ünï"}'):
+            line = text.encode() + b"\n"
+            assert redactor.redact_jsonl_line(line) is line
+
+    def test_a_near_miss_is_checked_and_kept(self):
+        # every gate opens ('@' with '://', '=' with '?', the header letters) and nothing matches
+        line = b'{"a":"ops@example.org http://h/ ?q=1 authorize cookies"}\n'
+        assert Redactor().redact_jsonl_line(line) is line
+
+    def test_a_secret_that_is_not_utf8_does_not_break_registration(self):
+        # os.environ hands undecodable bytes over as lone surrogates
+        redactor = Redactor(["tok\udcff-env-secret", "plain-secret"])
+        assert redactor.redact_jsonl_line(b'{"e":"x plain-secret"}\n') == b'{"e":"x ***"}\n'
+        assert redactor.redact("a tok\udcff-env-secret b") == "a *** b"
+
+
 class TestSecretsFromConfig:
     def test_collects_every_configured_credential(self):
         found = secrets_from_config(parse_config(CONFIG, env={}))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fossamon.config import SilenceConfig
+from fossamon.config import SilenceConfig, validate_section
 from fossamon.matchers import parse_matchers
 from fossamon.model import AlertEvent, EventKind, Severity, make_labels
 from fossamon.silences import Silence, config_silence_id, first_match, silence_from_config
@@ -109,7 +109,7 @@ class TestFirstMatch:
 class TestFromConfig:
     def make(self, **changes):
         fields = {"matchers": ['rule="a"'], "until": "2099-01-01T00:00:00Z", "comment": "c"}
-        return SilenceConfig.model_validate({**fields, **changes})
+        return validate_section(SilenceConfig, {**fields, **changes})
 
     def test_id_is_stable_and_follows_the_content(self):
         assert config_silence_id(self.make()) == config_silence_id(self.make())

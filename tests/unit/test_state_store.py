@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fossamon.config import SilenceConfig
+from fossamon.config import SilenceConfig, validate_section
 from fossamon.matchers import parse_matchers
 from fossamon.silences import Silence
 from fossamon.storage import state
@@ -31,8 +31,8 @@ def silence(sid="abc123abc123", *matchers, starts=NOW - 60, until=NOW + 3600, so
 
 
 def configured(*matchers, until="2099-01-01T00:00:00Z", comment="planned"):
-    return SilenceConfig.model_validate(
-        {"matchers": list(matchers), "until": until, "comment": comment}
+    return validate_section(
+        SilenceConfig, {"matchers": list(matchers), "until": until, "comment": comment}
     )
 
 

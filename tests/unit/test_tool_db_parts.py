@@ -484,10 +484,10 @@ class TestIndexSpace:
     def test_the_disk_needs_include_the_new_indexes(self, tmp_path):
         import argparse
 
-        from fossamon.config import DbCollectorConfig
+        from fossamon.config import DbCollectorConfig, validate_section
 
         path = self._wide_db(tmp_path / "app.db")
-        db = DbCollectorConfig.model_validate({"path": str(path), "queries": []})
+        db = validate_section(DbCollectorConfig, {"path": str(path), "queries": []})
         args = argparse.Namespace(
             backup_dir=None,
             apply=["CREATE INDEX by_body ON notes(body)"],

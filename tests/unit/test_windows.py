@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import math
+import random
 import statistics
 
 import pytest
 
 from fossamon.model import Batch, Sample, make_labels
+from fossamon.rules import windows
 from fossamon.rules.windows import History, SeriesWindow, aggregate
 
 
@@ -117,3 +120,86 @@ class TestHistory:
         history.set_retention({"m": 5})
         (window,) = history.series.values()
         assert window.retention == 5
+
+    def test_set_retention_lets_go_of_what_the_old_windows_kept_sorted(self):
+        history = History({"m": 100})
+        for ts in range(10):
+            history.add_batch(Batch("x", float(ts), 0, (Sample("m", float(ts)),)))
+        (window,) = history.series.values()
+        assert window.sorted_since(9.0 - 100, 100.0) == [float(v) for v in range(10)]
+        history.set_retention({"m": 5})
+        assert window._tails == {}  # nothing kept up to date for a window no rule reads
+        history.add_batch(Batch("x", 10.0, 0, (Sample("m", 10.0),)))
+        assert window.sorted_since(5.0, 5.0) == [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+
+
+def reference_add(
+    points: list[tuple[float, float]], ts: float, value: float, retention: float, cap: int
+) -> None:
+    """SeriesWindow.add as the plainest list code: out of order ignored, the oldest beyond
+    `cap` dropped, then everything older than the retention (keeping the newest point)."""
+    if points and ts < points[-1][0]:
+        return
+    points.append((ts, value))
+    if len(points) > cap:
+        del points[0]
+    while len(points) > 1 and points[0][0] < ts - retention:
+        del points[0]
+
+
+def textbook_quantile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks, written the way textbooks (and numpy's
+    default) put it."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q
+    low = int(rank)
+    if low + 1 == len(ordered):
+        return ordered[low]
+    return ordered[low] + (ordered[low + 1] - ordered[low]) * (rank - low)
+
+
+class TestSortedTails:
+    """`sorted_since` keeps order statistics up to date as points come and go; it must always
+    equal a sort of `since()`, whatever the stream does."""
+
+    @pytest.mark.parametrize("seed", range(6))
+    def test_match_a_sort_of_the_window_on_random_streams(self, seed, monkeypatch):
+        monkeypatch.setattr(windows, "MAX_POINTS", 40)  # reach the count cap too
+        rng = random.Random(seed)
+        retention = rng.choice([5.0, 30.0, 90.0])
+        window = SeriesWindow(retention)
+        plain: list[tuple[float, float]] = []
+        now, checked = 1000.0, 0
+        for step in range(600):
+            now += rng.choice([0.0, 0.5, 1.0, 1.0, 2.0, 7.0])
+            ts = now - rng.choice([0.0, 0.0, 0.0, 3.0])  # some arrive out of order
+            value = rng.choice([rng.uniform(-5, 5), float(rng.randrange(4))])  # ties too
+            if rng.random() < 0.01:
+                value = math.nan
+            if step == 300:
+                retention = window.retention = retention / 2  # a reload shortened it
+            window.add(ts, value)
+            reference_add(plain, ts, value, retention, 40)
+            assert list(window.points) == plain
+            span = rng.choice([5.0, 10.0, 30.0, 60.0, 120.0, 11.0, 3.0])  # > MAX_SORTED_TAILS
+            at = now - rng.choice([0.0, 0.0, 4.0])  # now and then an earlier `now`
+            got = window.sorted_since(at - span, span)
+            expected = sorted(v for ts_, v in plain if ts_ >= at - span)
+            if got is None:
+                assert any(math.isnan(v) for _, v in plain) or span not in window._tails
+                continue
+            assert got == expected
+            if got:
+                assert windows.quantile(got, 95) == aggregate("p95", window.since(at - span))
+                assert windows.quantile(got, 95) == pytest.approx(textbook_quantile(got, 0.95))
+            checked += 1
+        assert checked > 200  # the tails were what was compared, not the fallback
+
+    def test_a_nan_turns_them_off_until_it_leaves(self):
+        window = SeriesWindow(retention=10)
+        window.add(1.0, 3.0)
+        assert window.sorted_since(0.0, 10.0) == [3.0]
+        window.add(2.0, math.nan)
+        assert window.sorted_since(0.0, 10.0) is None
+        window.add(13.0, 1.0)  # the NaN (and the 3.0) are older than 10 s now
+        assert window.sorted_since(3.0, 10.0) == [1.0]
