@@ -430,8 +430,12 @@ class BufferedOutput:
         self._closed, self._fast_room = True, 0
         if self._flusher is not None:
             self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._flusher
+            # wait(), not `await` inside suppress(CancelledError): that would also swallow a
+            # cancellation aimed at close() itself.
+            await asyncio.wait([self._flusher])
+            if not self._flusher.cancelled() and self._flusher.exception() is not None:
+                log.error("output flusher failed", path=str(self.path),
+                          error=repr(self._flusher.exception()))  # fmt: skip
         closing = self._after_buffered(self.file.close)
         try:
             await asyncio.wait_for(asyncio.shield(closing), grace)

@@ -212,6 +212,18 @@ class TestBounds:
         assert not out.write({"n": 5000})  # after close: refused and counted, not lost unseen
         assert out.lines_dropped == 1
 
+    async def test_a_cancelled_close_is_cancelled_not_swallowed(self, tmp_path):
+        out = BufferedOutput(tmp_path / "m.jsonl", flush_interval=60.0)
+        out.open()
+        out.write({"n": 0})
+        closing = asyncio.create_task(out.close(5))
+        await asyncio.sleep(0)  # close() is waiting for the flusher to end
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert await out.close(5) == 0  # a second close still writes what was buffered
+        assert read_numbers(tmp_path / "m.jsonl") == [0]
+
     async def test_close_on_a_hung_disk_is_bounded_and_says_what_was_lost(self, tmp_path):
         out = BufferedOutput(tmp_path / "m.jsonl")
         out.open()
