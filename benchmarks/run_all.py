@@ -53,7 +53,7 @@ BENCHMARKS = (
         "overhead",
         "Always-on overhead beside node_exporter + blackbox_exporter",
         ("overhead.py",),
-        ("overhead.py", "--duration", "5"),
+        ("overhead.py", "--duration", "5", "--work-orders", "2000"),
         "issue 8, budget 2: over 10 minutes, CPU <= 0.2 % of a core, peak RSS <= 50 MB, "
         "RSS growth from minute 2 to 10 <= 1 MB",
         1200.0,

@@ -7,7 +7,7 @@
 - `json`: one JSON object per line, for log shippers;
 - anything else (a file, a pipe): plain console lines with a UTC timestamp.
 
-Standard-library loggers (APScheduler, aiohttp) go through the same formatter. Secrets are
+Standard-library loggers (aiohttp, asyncio) go through the same formatter. Secrets are
 redacted (`fossamon.redact`) twice: in the event dict, where a secret-named key is masked
 whole, and in the rendered line, where tracebacks and stdlib messages first exist as text.
 """
@@ -159,7 +159,4 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(LEVELS.get(level, logging.INFO))
-    # APScheduler narrates every job run at INFO and duplicates our own overlap warning;
-    # the scheduling module reports what matters in our words.
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     return fmt

@@ -50,6 +50,26 @@ def read_too_large(limit: int, read: int) -> str:
     return f"body exceeds max_body {format_bytes(limit)} (stopped after {read} bytes)"
 
 
+def malformed_problem(reason: str) -> str:
+    """A response the parser refused; `reason` is llhttp's (or aiohttp's limits') own words."""
+    return one_line(f"malformed response: {reason}")
+
+
+def parser_reason(message: str) -> str:
+    """The reason in one of aiohttp's parser messages, as the lean path has it from llhttp:
+    aiohttp puts "Bad status line:" before it, and a colon, the offending bytes and a pointer
+    on lines of their own after it."""
+    text = message.removeprefix("Bad status line:").strip()
+    return text.split(":\n", 1)[0].strip()
+
+
+def incomplete_problem(body_bytes: int) -> str:
+    return f"response not complete: connection closed after {body_bytes} body bytes"
+
+
+CLOSED_PROBLEM = "stopped: the collector was closed while the probe ran"
+
+
 def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
     """Whitespace collapsed and cut to `limit` characters: messages end up in JSONL and STATUS=."""
     flat = " ".join(text.split())

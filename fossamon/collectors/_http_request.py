@@ -20,7 +20,7 @@ from yarl import URL
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 _GET_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # aiohttp: no body expected
 _POST_METHODS = frozenset({"PATCH", "POST", "PUT"})  # aiohttp: Content-Type by default
 _LEFT_TO_AIOHTTP = frozenset(

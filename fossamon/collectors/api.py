@@ -15,7 +15,13 @@ Bodies are read in chunks and abandoned past `max_body`, never buffered whole.
 
 Plain-HTTP probes take a lean path (`_http_request`, `_http_lean`: the request aiohttp would
 send, parsed by aiohttp's parser, at a third of aiohttp's CPU per probe); https, and responses
-that need aiohttp (a redirect to follow, a compressed body), go through an aiohttp session.
+that need aiohttp (a redirect to follow, a compressed body), go through an aiohttp session,
+which sends a GET or the like afresh. A POST or PATCH is never sent twice: its compressed
+body is decoded on the lean path (`_http_decoding`), and aiohttp follows its redirect from
+the lean answer (`_http_redirect`). Either way a probe fails with the same kind and words.
+At most `max_concurrency` probes are in flight, and the lean path keeps at most as many
+connections open. Probes still running when the collector is closed fail as stopped, and
+open no connection.
 
 ```toml
 [collectors.api]
@@ -57,15 +63,25 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from aiohttp.http_exceptions import (
+    ContentLengthError,
+    HttpProcessingError,
+    TransferEncodingError,
+)
 
 from fossamon import __version__
 from fossamon.collectors import _http_checks as checks
+from fossamon.collectors import _http_redirect as redirects
 from fossamon.collectors._http_checks import BodyTooLargeError, Exchange
 from fossamon.collectors._http_lean import (
+    ClientClosedError,
+    IncompleteResponseError,
     LeanClient,
     LeanConnectError,
     LeanDnsError,
+    MalformedResponseError,
     NeedsFullClientError,
+    RedirectError,
 )
 from fossamon.collectors._http_request import LeanRequest, prepare
 from fossamon.model import Batch, ErrorKind, Failure, Sample, make_labels
@@ -94,6 +110,7 @@ class _Probe:
     body_regex: re.Pattern[str] | None
     expect_json: dict[str, Any]
     lean: LeanRequest | None  # None: only aiohttp can send it (https, say)
+    request: redirects.Request  # as aiohttp sends it
 
     @classmethod
     def from_config(
@@ -125,6 +142,9 @@ class _Probe:
                 if lean
                 else None
             ),
+            request=redirects.Request(
+                endpoint.method, url, headers, endpoint.json_body, body, api.max_redirects
+            ),
         )
 
 
@@ -135,12 +155,14 @@ class _Clients:
     def __init__(self, config: ApiCollectorConfig, resolver: AbstractResolver | None) -> None:
         self._config = config
         self._resolver = resolver
-        self.lean = LeanClient(resolver)
+        self.lean = LeanClient(resolver, limit=config.max_concurrency)
         self.through_aiohttp: set[str] = set()  # probes whose responses needed aiohttp
         self._session: aiohttp.ClientSession | None = None
         self.closed = False
 
     def session(self) -> aiohttp.ClientSession:
+        if self.closed:  # a probe of a cycle still running must not open a session anew
+            raise ClientClosedError
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self._config.max_concurrency,
@@ -241,7 +263,10 @@ class ApiCollector:
                 status, body = await self._exchange(clients, probe, exchange)
             failure = _check(probe, status, body)
         except Exception as exc:  # noqa: BLE001 - a failed probe is data, never an exception
-            kind, message = _classify(exc, probe, exchange, self._config.max_redirects)
+            if clients.closed:  # whatever the abort looked like on the wire
+                kind, message = ErrorKind.OTHER, checks.CLOSED_PROBLEM
+            else:
+                kind, message = _classify(exc, probe, exchange, self._config.max_redirects)
             failure = Failure(probe.name, kind, checks.one_line(message))
         return _samples(probe, exchange, failure), failure
 
@@ -249,28 +274,34 @@ class ApiCollector:
         self, clients: _Clients, probe: _Probe, exchange: Exchange
     ) -> tuple[int, bytes]:
         started = time.perf_counter()
+        request = probe.request
         if probe.lean is not None and probe.name not in clients.through_aiohttp:
             try:
                 status, body = await clients.lean.exchange(
                     probe.lean, exchange, self._config.max_body, follow=self._follow_redirects
                 )
-            except NeedsFullClientError:
-                # a redirect to follow or a compressed body: this response and the next ones
-                # are aiohttp's to handle; it sends the request afresh
-                clients.through_aiohttp.add(probe.name)
+            except NeedsFullClientError as exc:
                 exchange.status, exchange.bytes_read = None, 0
-                started = time.perf_counter()
+                if isinstance(exc, RedirectError) and not probe.lean.idempotent:
+                    # The server has the request: it is never sent again. aiohttp sends the
+                    # request that follows the redirect, as it would have.
+                    request = redirects.follow(request, exc)
+                else:
+                    # a redirect to follow or a compressed body: this response and the next
+                    # ones are aiohttp's to handle; it sends the request afresh
+                    clients.through_aiohttp.add(probe.name)
+                    started = time.perf_counter()
             else:
                 exchange.seconds = time.perf_counter() - started
                 return status, body
         async with clients.session().request(
-            probe.method,
-            probe.url,
-            headers=probe.headers,
-            json=probe.json_body,
-            data=probe.body,
+            request.method,
+            request.url,
+            headers=request.headers,
+            json=request.json_body,
+            data=request.body,
             allow_redirects=self._follow_redirects,
-            max_redirects=self._config.max_redirects,
+            max_redirects=request.max_redirects,
         ) as response:
             exchange.status = response.status
             body = await _read_capped(response, self._config.max_body, exchange)
@@ -325,12 +356,34 @@ def _classify(  # noqa: PLR0911 - one return per kind reads as the table it is
         return checks.connect_failure(exc, checks.address(probe.url))
     if isinstance(exc, aiohttp.TooManyRedirects):
         return ErrorKind.OTHER, f"too many redirects (limit {max_redirects})"
+    problem = _response_problem(exc, exchange)
+    if problem is not None:
+        return ErrorKind.OTHER, problem
     if exchange.status is None and checks.is_reset(exc):
         where = checks.address(probe.url)
         return ErrorKind.REFUSED, f"connection to {where} closed before a response"
     # aiohttp and the OS report transport trouble with these; anything else is our own bug.
     expected = isinstance(exc, aiohttp.ClientError | OSError)
     return ErrorKind.OTHER if expected else ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"
+
+
+def _response_problem(exc: Exception, exchange: Exchange) -> str | None:
+    """A response cut short or malformed, in the same words from either path."""
+    if isinstance(exc, MalformedResponseError):
+        return checks.malformed_problem(exc.reason)
+    if isinstance(exc, aiohttp.ClientResponseError) and isinstance(
+        exc.__cause__, HttpProcessingError
+    ):
+        return checks.malformed_problem(checks.parser_reason(exc.message))
+    if isinstance(exc, IncompleteResponseError):
+        return checks.incomplete_problem(exchange.bytes_read)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        cause = exc.__cause__
+        if isinstance(cause, ContentLengthError | TransferEncodingError):
+            return checks.incomplete_problem(exchange.bytes_read)
+        if isinstance(cause, HttpProcessingError):  # a body it cannot decode, say
+            return checks.malformed_problem(checks.parser_reason(cause.message))
+    return None
 
 
 def _timeout_message(timeout: float, exchange: Exchange) -> str:

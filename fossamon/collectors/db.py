@@ -20,9 +20,13 @@ hop to the collector's own thread: a hop costs more CPU here than the three runb
 Results are stepped through in chunks of at most CHUNK_ROWS rows and about CHUNK_BYTES (one row
 at a time where rows are large BLOBs or texts) and abandoned at `max_rows`, so a query returning
 millions of rows, or huge ones, costs bounded memory and time. A statement still running at its
-timeout is stopped by SQLite (a progress handler that checks the deadline every
-PROGRESS_STEPS virtual-machine steps, where SQLite also checks `sqlite3_interrupt`) and
-reported as `timeout`; the connection stays usable. Failure kinds:
+timeout is stopped by SQLite and reported as `timeout`; the connection stays usable. Two things
+stop it: a progress handler that checks the deadline every PROGRESS_STEPS virtual-machine
+steps, and the event loop, which looks every WATCH_SECONDS (and at the deadline) and calls
+`sqlite3_interrupt`: one step can take long (a `COUNT(*)` over a whole table is one), and SQLite
+checks for an interrupt inside it where it never calls the progress handler. A cycle that is
+cancelled, or that runs while the collector is closed, stops too: its running statement is
+interrupted and no further one starts. Failure kinds:
 missing, permission, not_a_database (also a 0-byte file), locked, readonly_shm, no_such_table,
 timeout, sql (an error in a configured query), other, internal (a bug).
 
@@ -56,6 +60,7 @@ import asyncio
 import contextlib
 import math
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,11 +82,26 @@ _BUSY_SHARE = 0.9
 # query work here. Each call takes the GIL from the event loop's thread, so not more often: a
 # deadline in seconds does not need it.
 PROGRESS_STEPS = 100_000
-_REINTERRUPT_SECONDS = 0.05
+# How often the event loop looks whether the running statement is past its deadline (and it
+# looks at the deadline too): a cycle of the runbook's queries ends long before, and never
+# wakes it.
+WATCH_SECONDS = 0.05
+_MIN_WAIT = 0.005
 
 
 class _TimeoutError(Exception):
     """The statement was stopped at its deadline."""
+
+
+class _StoppedError(Exception):
+    """The cycle was stopped from the loop (cancelled, or the collector closed)."""
+
+
+@dataclass(slots=True, eq=False)  # eq=False: each is itself (hashed by identity)
+class _Run:
+    """One cycle, as the loop can stop it: `why` says why it was stopped (None: it was not)."""
+
+    why: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +133,8 @@ class _Cycle:
 
 class _Connection:
     """The monitored file as the collector's thread holds it: the kept read-only connection
-    and the pinned inode. Used only on that thread, except `interrupt()`."""
+    and the pinned inode. Used only on that thread, except `stop()` and `interrupt_due()`,
+    which the loop calls."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -123,18 +144,51 @@ class _Connection:
         # comparing (st_dev, st_ino) with the path's reliably tells a replaced file.
         self.pin: sq.Sniffed | None = None
         self.wal = False
-        self._deadline = math.inf
         self._busy_ms: int | None = None  # the connection's busy timeout, once set
+        # Which statement runs, and its deadline, change only under the guard, and the loop
+        # interrupts only under it: an interrupt meant for one statement never stops the next.
+        # (One that comes as a statement ends finds none running, which SQLite ignores.)
+        self._guard = threading.Lock()
+        self._run: _Run | None = None  # the cycle on the thread
+        self.deadline = math.inf  # of the statement running; inf between statements
 
-    async def interrupt(self) -> None:
-        """Stop the running statement (from any thread); it fails as interrupted."""
+    def stop(self, run: _Run, why: str) -> None:
+        """From the loop: `run` runs no further statement, and the one running now is
+        interrupted."""
+        with self._guard:
+            run.why = why
+            if self._run is run:
+                self._interrupt()
+
+    def interrupt_due(self) -> None:
+        """From the loop: interrupt the running statement if it is past its deadline, or its
+        cycle was stopped."""
+        with self._guard:
+            run = self._run
+            if time.monotonic() >= self.deadline or (run is not None and run.why is not None):
+                self._interrupt()
+
+    def _interrupt(self) -> None:
         conn = self.conn
-        if conn is not None:
+        if conn is not None and self.deadline < math.inf:  # a statement is running
             with contextlib.suppress(sqlite3.ProgrammingError):  # closed meanwhile
                 conn.interrupt()
 
-    def cycle(self, probe: _Statement, queries: tuple[_Statement, ...], max_rows: int) -> _Cycle:
+    def cycle(
+        self, run: _Run, probe: _Statement, queries: tuple[_Statement, ...], max_rows: int
+    ) -> _Cycle:
         """The file checked against the kept connection, the schema read, then each query."""
+        with self._guard:
+            self._run = run
+        try:
+            return self._cycle(run, probe, queries, max_rows)
+        finally:
+            with self._guard:
+                self._run = None
+
+    def _cycle(
+        self, run: _Run, probe: _Statement, queries: tuple[_Statement, ...], max_rows: int
+    ) -> _Cycle:
         try:
             state = sq.file_state(self.path)
         except OSError as exc:
@@ -145,46 +199,62 @@ class _Connection:
             self.drop()
         try:
             conn = self.conn if self.conn is not None else self._open()
-            self.read(conn, probe, 1)
+            self.read(conn, run, probe, 1)
         except sq.OpenProblemError as problem:
             found = (problem.kind, problem.message)
         except _TimeoutError:
             found = (ErrorKind.TIMEOUT, f"reading the schema took over {probe.timeout:g}s")
+        except _StoppedError:
+            found = (ErrorKind.OTHER, f"stopped: {run.why}")
         except sqlite3.Error as exc:
             found = sq.classify(exc, path=self.path, wal=self.wal, fallback=ErrorKind.OTHER)
         else:
             # One after another on the one connection: SQLite runs one statement at a time
             # per connection anyway.
-            return _Cycle(state, reads=[self._query(conn, q, max_rows) for q in queries])
+            return _Cycle(state, reads=[self._query(conn, run, q, max_rows) for q in queries])
         # Reopening is cheap, and a fresh open re-reads the header (the file may have changed).
         self.drop()
         return _Cycle(state, problem=found)
 
     def _query(
-        self, conn: sqlite3.Connection, query: _Statement, max_rows: int
+        self, conn: sqlite3.Connection, run: _Run, query: _Statement, max_rows: int
     ) -> _Read | tuple[ErrorKind, str]:
+        if run.why is not None:
+            return ErrorKind.OTHER, f"not run: {run.why}"
         try:
-            return self.read(conn, query, max_rows)
+            return self.read(conn, run, query, max_rows)
         except _TimeoutError:
             return ErrorKind.TIMEOUT, f"interrupted after {query.timeout:g}s"
+        except _StoppedError:
+            return ErrorKind.OTHER, f"stopped: {run.why}"
         except sqlite3.Error as exc:
             return sq.classify(exc, path=self.path, wal=self.wal, fallback=ErrorKind.SQL)
 
-    def read(self, conn: sqlite3.Connection, statement: _Statement, max_rows: int) -> _Read:
-        """Run one statement under its deadline; raise _TimeoutError if it was stopped there."""
+    def read(
+        self, conn: sqlite3.Connection, run: _Run, statement: _Statement, max_rows: int
+    ) -> _Read:
+        """Run one statement under its deadline; raise _TimeoutError if it was stopped there,
+        _StoppedError if its cycle was stopped (before it, or while it ran)."""
         busy_ms = int(statement.timeout * 1000 * _BUSY_SHARE)
-        self._deadline = time.monotonic() + statement.timeout
+        with self._guard:
+            if run.why is not None:
+                raise _StoppedError
+            self.deadline = deadline = time.monotonic() + statement.timeout
         try:
             if busy_ms != self._busy_ms:  # the same for most statements: set when it changes
                 conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
                 self._busy_ms = busy_ms
             return _step_capped(conn, statement.sql, max_rows)
         except sqlite3.OperationalError as exc:
-            if time.monotonic() >= self._deadline and sq.is_interrupt(exc):
-                raise _TimeoutError from exc
+            if sq.is_interrupt(exc):
+                if run.why is not None:
+                    raise _StoppedError from exc
+                if time.monotonic() >= deadline:
+                    raise _TimeoutError from exc
             raise
         finally:
-            self._deadline = math.inf
+            with self._guard:
+                self.deadline = math.inf
 
     def drop(self) -> None:
         conn, pin = self.conn, self.pin
@@ -218,7 +288,8 @@ class _Connection:
         return conn
 
     def _past_deadline(self) -> bool:
-        return time.monotonic() >= self._deadline
+        run = self._run
+        return time.monotonic() >= self.deadline or (run is not None and run.why is not None)
 
 
 class DbCollector:
@@ -245,23 +316,26 @@ class DbCollector:
             _Statement(q.name, q.sql, q.timeout or config.timeout, q.record_value)
             for q in config.queries
         )
+        self._shortest = min(s.timeout for s in (self._probe, *self._queries))
         self._conn = _Connection(config.path)
         self._thread: ThreadPoolExecutor | None = None  # made on first use
+        self._runs: set[_Run] = set()  # the cycles in flight, which close() stops
 
     async def collect(self) -> Batch:
         ts, started = time.time(), time.perf_counter()
         samples: list[Sample] = []
         errors: list[Failure] = []
+        run = _Run()
+        self._runs.add(run)
         try:
-            thread = self._executor()
-            cycle = await _read_capped(
-                thread, self._conn, self._probe, self._queries, self._config.max_rows
-            )
+            cycle = await self._cycle(run)
             _report(cycle, self._path, self._queries, samples, errors)
         except Exception as exc:  # noqa: BLE001 - a bug must become data, not kill the job
             errors.append(Failure(self._path, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"))
             with contextlib.suppress(Exception):  # already reported; start afresh next cycle
                 await asyncio.get_running_loop().run_in_executor(self._executor(), self._conn.drop)
+        finally:
+            self._runs.discard(run)
         duration = time.perf_counter() - started
         return Batch(self.name, ts, duration, tuple(samples), tuple(errors))
 
@@ -269,17 +343,43 @@ class DbCollector:
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        # A run cancelled at shutdown leaves its statement running on the thread, and the
-        # close queues behind it: interrupt until the close has gone through.
+        # A cycle in flight stops after its running statement, interrupted now. The close
+        # queues behind it on the thread; until it has gone through, a statement that began
+        # just as it was stopped (before SQLite counted it as running) is interrupted again.
+        for run in self._runs:
+            self._conn.stop(run, "the collector was closed")
         loop = asyncio.get_running_loop()
         closing = loop.run_in_executor(thread, self._conn.drop)
         try:
             while not closing.done():
-                await self._conn.interrupt()
-                await asyncio.wait([closing], timeout=_REINTERRUPT_SECONDS)
+                self._conn.interrupt_due()
+                await asyncio.wait([closing], timeout=WATCH_SECONDS)
             await closing
         finally:
             thread.shutdown(wait=False)
+
+    async def _cycle(self, run: _Run) -> _Cycle:
+        """One cycle in one hop to the collector's thread, watched from here: its statement
+        is interrupted at its deadline, and when the cycle is cancelled."""
+        loop = asyncio.get_running_loop()
+        cycle = loop.run_in_executor(
+            self._executor(),
+            self._conn.cycle,
+            run,
+            self._probe,
+            self._queries,
+            self._config.max_rows,
+        )
+        watch = _Watch(loop, self._conn, self._shortest)
+        try:
+            return await cycle
+        except asyncio.CancelledError:
+            # The thread cannot be cancelled: the cycle is stopped, so that the next one does
+            # not wait behind its remaining queries.
+            self._conn.stop(run, "the cycle was cancelled")
+            raise
+        finally:
+            watch.cancel()
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._thread is None:
@@ -287,17 +387,29 @@ class DbCollector:
         return self._thread
 
 
-async def _read_capped(
-    thread: ThreadPoolExecutor,
-    conn: _Connection,
-    probe: _Statement,
-    queries: tuple[_Statement, ...],
-    max_rows: int,
-) -> _Cycle:
-    """One cycle in one hop to the collector's thread, each result read to max_rows rows."""
-    return await asyncio.get_running_loop().run_in_executor(
-        thread, conn.cycle, probe, queries, max_rows
-    )
+class _Watch:
+    """From the loop, while a cycle runs: interrupts its statement once past its deadline.
+
+    It looks at the running statement's deadline, or at the soonest one a statement starting
+    now could have, and at least every WATCH_SECONDS; never sooner than _MIN_WAIT, so that it
+    does not spin while an interrupted statement winds down. A timer, not a task: a cycle of
+    the runbook's queries ends long before it fires, and it costs one timer set and cancelled.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn: _Connection, shortest: float) -> None:
+        self._loop, self._conn, self._shortest = loop, conn, shortest
+        self._timer = loop.call_later(self._delay(), self._look)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _delay(self) -> float:
+        due = min(self._conn.deadline - time.monotonic(), self._shortest)
+        return min(max(due, _MIN_WAIT), WATCH_SECONDS)
+
+    def _look(self) -> None:
+        self._conn.interrupt_due()
+        self._timer = self._loop.call_later(self._delay(), self._look)
 
 
 def _report(

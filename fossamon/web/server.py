@@ -1,4 +1,4 @@
-"""The exporter: one aiohttp server inside the daemon, on the daemon's own event loop.
+"""The exporter: one small HTTP server inside the daemon, on the daemon's own event loop.
 
     GET /metrics   Prometheus text, or OpenMetrics when the scraper asks (prometheus_client)
     GET /healthz   200 "ok", or 503 with the reasons: the policy that gates the watchdog
@@ -8,6 +8,7 @@
 Bound to loopback by default. For a wider bind, `[exporter] bearer_token` or basic auth
 protects every path (compared in constant time); `fossamon check` warns loudly about a
 non-loopback bind without either. Every body goes through fossamon.redact before it leaves.
+HTTP itself (parsing, keep-alive, limits) is fossamon.web.protocol's.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
-from aiohttp import web
 
 from fossamon.redact import redact, redact_json_line
 from fossamon.web.metrics import Snapshot, build_registry, exposition
 from fossamon.web.page import render_page, sparklines
+from fossamon.web.protocol import Connection, Reply, Request
 from fossamon.web.status import status_document
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 SPARKLINE_TTL = 10.0
 STATUS_TTL = 1.0
+ALLOW = (("Allow", "GET, HEAD"),)
 
 
 class WebServer:
@@ -48,8 +50,14 @@ class WebServer:
         self.config = config
         self.registry: CollectorRegistry = build_registry(daemon)
         self.scrapes = 0
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: asyncio.Server | None = None  # the listening socket
+        self._connections: set[Connection] = set()
+        self._routes: dict[str, Callable[[Request], Awaitable[Reply]]] = {
+            "/metrics": self._metrics,
+            "/healthz": self._healthz,
+            "/status": self._status,
+            "/": self._page,
+        }
         self._drawn: tuple[float, dict[str, list[tuple[float, float]]]] | None = None
         self._status_doc: tuple[float, dict[str, Any]] | None = None
 
@@ -61,18 +69,17 @@ class WebServer:
         """Bind and serve; OSError (the port is taken, the address is not ours) names it."""
         if not self.config.listen:
             return
-        await self._ensure_runner()
-        try:
-            self._site = await self._bind(self.config)
-        except OSError:
-            await self.stop()
-            raise
+        self._site = await self._bind(self.config)
         log.info("exporter listening", url=f"http://{self.config.listen}/")
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner = self._site = None
+        """Stop listening and close every connection (a reply being built is dropped)."""
+        if self._site is not None:
+            self._site.close()
+            self._site = None
+        for connection in list(self._connections):
+            connection.close()
+        await asyncio.sleep(0)  # let the transports' close callbacks run
 
     async def reconfigure(self, config: ExporterConfig) -> None:
         """A reload. The one app (its handlers read `self.config`) stays; only the listening
@@ -87,14 +94,13 @@ class WebServer:
             await self.stop()
             self.config = config
             return
-        await self._ensure_runner()
         old = self._site
         try:
             site = await self._bind(config)
         except OSError as exc:
             if old is None or exc.errno != errno.EADDRINUSE:
                 raise
-            await old.stop()
+            old.close()
             old = self._site = None
             try:
                 site = await self._bind(config)
@@ -102,7 +108,7 @@ class WebServer:
                 await self._rebind_or_log(self.config)
                 raise
         if old is not None:
-            await old.stop()
+            old.close()  # connections made through it stay until their client is done
         self._site, self.config = site, config
         log.info("exporter listening", url=f"http://{config.listen}/")
 
@@ -112,20 +118,17 @@ class WebServer:
         except OSError as exc:
             log.error("the exporter could not go back to its address", error=str(exc))
 
-    async def _ensure_runner(self) -> None:
-        if self._runner is None:
-            runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
-            await runner.setup()
-            self._runner = runner
-
-    async def _bind(self, config: ExporterConfig) -> web.TCPSite:
-        assert self._runner is not None
-        site = web.TCPSite(self._runner, config.host, config.port, reuse_address=True)
+    async def _bind(self, config: ExporterConfig) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            return await loop.create_server(
+                lambda: Connection(self._respond, self._connections),
+                config.host,
+                config.port,
+                reuse_address=True,
+            )
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {config.listen}: {exc.strerror}") from None
-        return site
 
     def _document(self, now: float) -> dict[str, Any]:
         """/status, built at most once per STATUS_TTL: with a thousand alerts open it takes
@@ -142,24 +145,16 @@ class WebServer:
             self._drawn = (now, sparklines(self.daemon.live, now))
         return self._drawn[1]
 
-    def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._authorise])
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/status", self._status)
-        app.router.add_get("/", self._page)
-        return app
-
-    @web.middleware
-    async def _authorise(
-        self,
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        if not self.config.has_auth or self._allowed(request.headers.get("Authorization", "")):
-            return await handler(request)
-        scheme = "Bearer" if self.config.bearer_token is not None else 'Basic realm="fossamon"'
-        return web.Response(status=401, text="unauthorised\n", headers={"WWW-Authenticate": scheme})
+    async def _respond(self, request: Request) -> Reply:
+        if self.config.has_auth and not self._allowed(request.headers.get("authorization", "")):
+            scheme = "Bearer" if self.config.bearer_token is not None else 'Basic realm="fossamon"'
+            return Reply(401, b"unauthorised\n", headers=(("WWW-Authenticate", scheme),))
+        route = self._routes.get(request.path)
+        if route is None:
+            return Reply(404, b"not found\n")
+        if request.method not in {"GET", "HEAD"}:
+            return Reply(405, b"method not allowed\n", headers=ALLOW)
+        return await route(request)
 
     def _allowed(self, header: str) -> bool:
         """The credential, compared in constant time; the scheme case-insensitively (RFC 7235).
@@ -178,30 +173,30 @@ class WebServer:
         matches = hmac.compare_digest(given_bytes, expected.encode("utf-8"))
         return matches and scheme.lower() == wanted_scheme
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _metrics(self, request: Request) -> Reply:
         self.scrapes += 1
         # Not redacted as text: every name and label value on /metrics comes from the
         # config's names or fossamon's code (no message a service sent), and masking a secret
         # inside the text would corrupt numbers and break the whole scrape.
         snapshot = Snapshot(list(self.registry.collect()))  # reads the daemon: on the loop
-        accept = request.headers.get("Accept")
+        accept = request.headers.get("accept")
         body, content_type = await asyncio.to_thread(exposition, snapshot, accept)
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        return Reply(200, body, content_type)
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+    async def _healthz(self, request: Request) -> Reply:
         del request
         health = self.daemon.health
         if health.ok:
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text=f"unhealthy: {health}\n")
+            return Reply(200, b"ok\n")
+        return Reply(503, f"unhealthy: {health}\n".encode())
 
-    async def _status(self, request: web.Request) -> web.Response:
+    async def _status(self, request: Request) -> Reply:
         del request
         text = orjson.dumps(self._document(time.time())).decode()
-        return web.Response(text=redact_json_line(text) + "\n", content_type="application/json")
+        return Reply(200, (redact_json_line(text) + "\n").encode(), "application/json")
 
-    async def _page(self, request: web.Request) -> web.Response:
+    async def _page(self, request: Request) -> Reply:
         del request
         now = time.time()
         html = render_page(self._document(now), self._sparklines(now))
-        return web.Response(text=redact(html), content_type="text/html", charset="utf-8")
+        return Reply(200, redact(html).encode(), "text/html; charset=utf-8")

@@ -86,7 +86,7 @@ async def bounded_collect(collector: DbCollector, seconds: float = 5) -> Batch:
         return await asyncio.wait_for(collector.collect(), seconds)
     except TimeoutError:
         if collector._conn is not None:
-            await collector._conn.interrupt()  # unstick SQLite, so that teardown can close
+            collector._conn.interrupt_due()  # unstick SQLite, so that teardown can close
         pytest.fail(f"collect() still running after {seconds}s")
 
 
@@ -326,16 +326,99 @@ class TestQueryFailures:
         assert result["peak"] < 150 * 1024 * 1024, f"peak RSS {result['peak'] / 2**20:.0f} MiB"
 
     async def test_unexpected_error_becomes_internal(self, db, make_collector, monkeypatch):
-        async def broken(*_args: object) -> None:
+        def broken(*_args: object) -> None:  # raised on the collector's thread
             raise RuntimeError("boom")
 
         collector = make_collector(db, COUNT)
-        monkeypatch.setattr("fossamon.collectors.db._read_capped", broken)
+        monkeypatch.setattr("fossamon.collectors.db._Connection.cycle", broken)
         batch = await collector.collect()
         assert kinds(batch) == {str(db): ErrorKind.INTERNAL}
         assert "boom" in batch.errors[0].message
         monkeypatch.undo()
         assert (await collector.collect()).errors == ()
+
+
+def build_many_pages(path: Path, rows: int = 150_000) -> Path:
+    """A table SQLite counts page by page: 512-byte pages of two rows each (75,000 pages for
+    the default rows, ~40 MB, built in well under a second)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA page_size = 512")
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("CREATE TABLE work_orders (id INTEGER PRIMARY KEY, note TEXT NOT NULL)")
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO work_orders SELECT i, printf('%.200c', 'x') FROM n",
+            (rows,),
+        )
+        conn.commit()
+    return path
+
+
+def seconds_to_run(path: Path, sql: str) -> float:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(sql).fetchall()  # warm the page cache, as the collector's runs find it
+        started = time.perf_counter()
+        conn.execute(sql).fetchall()
+        return time.perf_counter() - started
+
+
+class TestStopping:
+    """Deadlines, cancellation and close() stop a statement where SQLite can stop it."""
+
+    async def test_a_count_over_a_whole_table_stops_at_its_timeout(self, tmp_path, make_collector):
+        # COUNT(*) over a table is one VM step, so the progress handler never runs inside it;
+        # only sqlite3_interrupt, from the loop at the deadline, stops it.
+        path = build_many_pages(tmp_path / "big.db")
+        sql = "SELECT COUNT(*) FROM work_orders"
+        unstopped = seconds_to_run(path, sql)
+        assert unstopped > 0.03  # three times the timeout below
+        collector = make_collector(path, {"name": "count", "sql": sql, "timeout": "10ms"})
+        for _ in range(2):  # and the connection is still good for the next cycle
+            started = time.perf_counter()
+            batch = await bounded_collect(collector)
+            elapsed = time.perf_counter() - started
+
+            assert kinds(batch) == {"count": ErrorKind.TIMEOUT}
+            assert batch.errors[0].message == "interrupted after 0.01s"
+            assert value(batch, "db_up") == 1
+            assert elapsed < unstopped  # stopped, not run to its end
+
+    async def test_a_cancelled_cycle_runs_no_further_query(self, db, make_collector):
+        slow = {"sql": COUNT_TO_1E12, "timeout": "1s"}
+        collector = make_collector(db, *({"name": f"slow{i}", **slow} for i in range(3)))
+        cycle = asyncio.create_task(collector.collect())
+        await asyncio.sleep(0.2)  # the first query is running on the collector's thread
+        cycle.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cycle
+        # The thread is free at once: the next cycle does not wait behind the rest of this
+        # one (the running query up to its 1 s timeout, then two more of 1 s each).
+        thread = collector._thread
+        assert thread is not None
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(thread, int), 5)
+        assert time.perf_counter() - started < 0.3
+
+    async def test_a_cycle_running_at_close_reports_it_was_stopped(self, db, make_collector):
+        slow = {"sql": COUNT_TO_1E12, "timeout": "1s"}
+        queries = [COUNT, *({"name": f"slow{i}", **slow} for i in range(5))]
+        collector = make_collector(db, *queries)
+        cycle = asyncio.create_task(collector.collect())
+        await asyncio.sleep(0.2)  # slow0 is running
+        started = time.perf_counter()
+        await asyncio.wait_for(collector.close(), 5)
+        closing = time.perf_counter() - started
+        batch = await asyncio.wait_for(cycle, 5)
+
+        assert closing < 0.1  # one interrupt, no wait per remaining query
+        assert value(batch, "db_query_value", "count") == ROWS
+        assert [(e.target, e.kind, e.message) for e in batch.errors] == [
+            ("slow0", ErrorKind.OTHER, "stopped: the collector was closed"),
+            *(
+                (f"slow{i}", ErrorKind.OTHER, "not run: the collector was closed")
+                for i in range(1, 5)
+            ),
+        ]
 
 
 class TestFileLifecycle:

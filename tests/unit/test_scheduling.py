@@ -118,3 +118,46 @@ class TestScheduling:
         assert drop.closed == 1
         assert "drop" not in scheduler.stats
         await scheduler.stop(grace=1)
+
+
+class TestTiming:
+    async def test_a_busy_loop_does_not_make_up_the_runs_it_missed(self):
+        seen = Recorder()
+        collector = ScriptedCollector("c", [[]], interval=0.1)
+        scheduler = CollectorScheduler(seen)
+        scheduler.add(collector)
+        scheduler.start()
+        await wait_for(lambda: collector.calls == 1)
+        # the loop is held until halfway between grid points 5 and 6: five of them pass
+        time.sleep(max(0.0, collector.started[0] + 0.55 - time.monotonic()))
+        await asyncio.sleep(0.01)
+        assert collector.calls == 2  # one late run, not five
+        await wait_for(lambda: collector.calls == 3)
+        await scheduler.stop(grace=1)
+        late, next_one = collector.started[1:3]
+        assert next_one - late < 0.12  # back on the grid: the next point, not a full interval
+
+    async def test_jitter_delays_runs_within_its_bound_and_the_grid_does_not_drift(self):
+        seen = Recorder()
+        collector = ScriptedCollector("c", [[]], interval=0.2, jitter=0.1)
+        scheduler = CollectorScheduler(seen)
+        scheduler.add(collector)
+        scheduler.start()
+        await wait_for(lambda: collector.calls >= 6, timeout=10)
+        await scheduler.stop(grace=1)
+        first = collector.started[0]
+        offsets = [t - first - n * 0.2 for n, t in enumerate(collector.started[:6])]
+        assert all(offset >= -0.01 for offset in offsets)  # never before its grid point
+        assert max(offsets[1:]) < 0.1 + 0.1  # jitter, and some slack for a busy machine
+        assert any(offset > 0.005 for offset in offsets[1:])  # jittered at all
+
+    async def test_a_collector_added_after_start_runs_at_once(self):
+        seen = Recorder()
+        scheduler = CollectorScheduler(seen)
+        scheduler.start()
+        late = ScriptedCollector("late", [[]], interval=10)
+        began = time.monotonic()
+        scheduler.add(late)
+        await wait_for(lambda: late.calls == 1)
+        assert late.started[0] - began < 0.1
+        await scheduler.stop(grace=1)
