@@ -153,6 +153,17 @@ class CollectorScheduler:
         task = asyncio.current_task()
         if task is not None:
             self.inflight[name] = task
+        try:
+            # In flight until its batch is ingested too: the next run is skipped (and
+            # counted) until then, and stop() waits for the ingest, not just the collection.
+            await self._collect_and_ingest(collector, name, stats)
+        finally:
+            # Only our own entry: a run that outlived a reload must not unregister the
+            # replacement collector's run.
+            if task is not None and self.inflight.get(name) is task:
+                del self.inflight[name]
+
+    async def _collect_and_ingest(self, collector: Collector, name: str, stats: RunStats) -> None:
         stats.last_start = time.monotonic()
         try:
             batch = await collector.collect()
@@ -172,13 +183,13 @@ class CollectorScheduler:
                 duration=now - stats.last_start,
                 errors=(Failure(name, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"),),
             )
-        finally:
-            # Only our own entry: a run that outlived a reload must not unregister the
-            # replacement collector's run.
-            if task is not None and self.inflight.get(name) is task:
-                del self.inflight[name]
         self._account(name, stats, batch)
-        await self._on_batch(batch)
+        try:
+            await self._on_batch(batch)
+        except asyncio.CancelledError:
+            log.info("collector run cancelled while its batch was ingested", collector=name)
+        except Exception:  # a bug downstream must not go unseen in a task nobody awaits
+            log.exception("ingesting a batch failed", collector=name)
 
     def _account(self, name: str, stats: RunStats, batch: Batch) -> None:
         stats.last_end = time.monotonic()

@@ -120,6 +120,45 @@ class TestScheduling:
         await scheduler.stop(grace=1)
 
 
+class TestARunIncludesItsIngest:
+    """A run is in flight until its batch is ingested (the pipeline, the alert sinks' queues):
+    otherwise slow ingests pile up unseen and stop() returns while they still run."""
+
+    async def test_a_slow_ingest_holds_the_next_run_and_the_skip_is_counted(self):
+        active, peak = 0, 0
+
+        async def slow_ingest(_batch: Batch) -> None:
+            nonlocal active, peak
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.35)
+            active -= 1
+
+        scheduler = CollectorScheduler(slow_ingest)
+        scheduler.add(ScriptedCollector("fast", [[]], interval=0.1))
+        scheduler.start()
+        await asyncio.sleep(1.0)
+        await scheduler.stop(grace=2)
+        assert peak == 1
+        assert scheduler.stats["fast"].skipped >= 3
+        assert active == 0  # stop() waited for the ingest in flight
+
+    async def test_an_ingest_that_raises_is_logged_not_lost(self):
+        async def broken_ingest(_batch: Batch) -> None:
+            raise RuntimeError("bug downstream")
+
+        scheduler = CollectorScheduler(broken_ingest)
+        collector = ScriptedCollector("c", [[]], interval=0.1)
+        scheduler.add(collector)
+        with capture_logs() as logs:
+            scheduler.start()
+            await wait_for(lambda: len(collector.started) >= 2)
+            await scheduler.stop(grace=1)
+        failures = [e for e in logs if e["event"] == "ingesting a batch failed"]
+        assert failures
+        assert failures[0]["collector"] == "c"
+
+
 class TestTiming:
     async def test_a_busy_loop_does_not_make_up_the_runs_it_missed(self):
         seen = Recorder()
