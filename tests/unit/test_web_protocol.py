@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
 import pytest
 
@@ -25,6 +27,10 @@ class Server:
             await self.gate.wait()
         if request.path == "/boom":
             raise RuntimeError("a handler bug")
+        if request.path == "/unrenderable":
+            return Reply(999, b"no such status\n")
+        if request.path == "/big":
+            return Reply(200, b"m" * 200_000)  # a large /metrics page
         body = f"{request.method} {request.path} {request.headers.get('accept', '-')}\n"
         return Reply(200, body.encode(), headers=(("X-Seen", str(len(self.seen))),))
 
@@ -157,16 +163,93 @@ class TestRefusals:
         writer.close()
         assert server.seen == []
 
-    async def test_pipelining_is_bounded(self, served, monkeypatch):
-        """Requests queued past MAX_QUEUED (in one read: reading pauses while one is
-        answered) are refused, and the connection closes."""
+    async def test_a_refusal_comes_after_the_replies_owed_before_it(self, served):
+        _, port = served
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGARBAGE\x00\r\n\r\n")
+        assert (await read_reply(reader))[::2] == (200, b"GET /a -\n")
+        status, headers, _ = await read_reply(reader)
+        assert (status, headers["connection"]) == (400, "close")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+    async def test_slow_headers_are_a_408(self, served, monkeypatch):
+        server, port = served
+        monkeypatch.setattr(protocol, "HEADER_TIMEOUT", 0.2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost")  # and then nothing, well within IDLE_TIMEOUT
+        status, headers, _ = await read_reply(reader)
+        assert (status, headers["connection"]) == (408, "close")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        assert server.seen == []
+
+    async def test_connections_past_the_limit_are_dropped(self, served, monkeypatch):
+        server, port = served
+        monkeypatch.setattr(protocol, "MAX_CONNECTIONS", 2)
+        kept = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await read_reply(reader)
+        writer.close()
+        for kept_reader, kept_writer in kept:  # the first two are served
+            kept_writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert (await read_reply(kept_reader))[0] == 200
+            kept_writer.close()
+        assert len(server.seen) == 2
+
+    async def test_a_reply_that_cannot_be_rendered_closes_the_connection(self, served):
+        _, port = served
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /unrenderable HTTP/1.1\r\nHost: a\r\n\r\n")
+        with contextlib.suppress(ConnectionResetError):  # aborted: as good as closed
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
+class TestFlowControl:
+    async def test_a_pipelining_flood_waits_in_the_socket_and_is_all_answered(
+        self, served, monkeypatch
+    ):
+        """Past MAX_QUEUED parsed requests, reading pauses: the rest is answered once
+        replies make room, in order, rather than refused."""
         server, port = served
         monkeypatch.setattr(protocol, "MAX_QUEUED", 2)
         server.gate = asyncio.Event()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n" * 6)
-        status, headers, _ = await read_reply(reader)
-        assert (status, headers["connection"]) == (429, "close")
-        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.write(b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % n for n in range(300)))
+        await asyncio.sleep(0.2)
+        (connection,) = server.open
+        piece_holds = protocol.FEED_PIECE // len(b"GET /0 HTTP/1.1\r\nHost: a\r\n\r\n") + 1
+        assert len(connection._queue) <= 2 + piece_holds
+        assert len(server.seen) == 1
+        server.gate.set()
+        bodies = [(await read_reply(reader))[2] for _ in range(300)]
+        assert bodies == [b"GET /%d -\n" % n for n in range(300)]
         writer.close()
-        assert len(server.seen) == 1  # the one being answered when the flood came
+
+    async def test_a_client_that_does_not_read_is_not_buffered_for_and_is_dropped(
+        self, served, monkeypatch
+    ):
+        """Replies wait for the transport's buffer to drain; one that does not drain within
+        WRITE_TIMEOUT costs the client its connection."""
+        server, port = served
+        monkeypatch.setattr(protocol, "WRITE_TIMEOUT", 0.5)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        _, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n" * 200)  # 40 MB of replies
+        await asyncio.sleep(0.2)
+        (connection,) = server.open
+        assert connection._transport is not None
+        assert connection._transport.get_write_buffer_size() < 1_000_000
+        assert len(server.seen) < 20  # the kernel's buffers hold a few, no more
+        for _ in range(50):  # bounded: up to 5 s
+            if not server.open:
+                break
+            await asyncio.sleep(0.1)
+        assert not server.open  # aborted: close() would have waited on the unread replies
+        writer.close()
