@@ -72,7 +72,13 @@ async def test_disk_full_is_counted_logged_once_and_recovers(
         await daemon.wait_for(
             lambda: b"writing output file again" in stderr, timeout=10, what="writing to resume"
         )
-        await asyncio.sleep(0.5)
+        # The internal alert resolves at the next 1 s tick after writing works again.
+        alerts_file = tmp_path / "alerts.jsonl"
+        await daemon.wait_for(
+            lambda: alerts_file.exists() and '"resolved"' in alerts_file.read_text(),
+            timeout=10,
+            what="output_write_failing to resolve",
+        )
         daemon.proc.terminate()
         await asyncio.wait_for(daemon.proc.wait(), 10)
         await asyncio.wait_for(reader, 5)
