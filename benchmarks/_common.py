@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import socket
 import sqlite3
 import statistics
@@ -171,6 +172,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
 
 def verdict(met: bool) -> str:
     return "met" if met else "**NOT met**"
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
 
 
 def loadavg() -> str:

@@ -27,7 +27,6 @@ import platform
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from _common import summary
+from _common import cpu_model, free_port, loadavg, summary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -92,12 +91,6 @@ class Tester:
 def cpu_of_children() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def find_nginx() -> str | None:
@@ -306,13 +299,7 @@ def summarize(found: list[Tester]) -> None:
 
 
 def machine() -> list[str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    model, load = cpu_model(), loadavg()
     return [
         (
             f"- machine: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "

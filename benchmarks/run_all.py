@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import cpu_model, loadavg
+
 STAMP = "%Y-%m-%d %H:%M UTC"
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -111,23 +113,6 @@ SUMMARY_PREFIX = "SUMMARY|"
 SUMMARY_HEADERS = ("budget", "figure", "fossamon", "budget's bound", "peer", "verdict")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 @dataclass
 class Outcome:
     section: list[str]
@@ -139,7 +124,7 @@ def run(bench: Benchmark, *, quick: bool = False) -> Outcome:
     script, *options = bench.quick if quick else bench.argv
     argv = [sys.executable, str(HERE / script), *options]
     shown = " ".join(["python", f"benchmarks/{script}", *options])
-    before, began = load(), time.monotonic()
+    before, began = loadavg(), time.monotonic()
     try:
         done = subprocess.run(  # noqa: S603 - our own scripts, by fixed names
             argv, capture_output=True, text=True, timeout=bench.limit, check=False, cwd=REPO
@@ -163,7 +148,7 @@ def run(bench: Benchmark, *, quick: bool = False) -> Outcome:
         "",
         (
             f"Budget: {bench.budget}. Command: `{shown}` — {status}, {took:.0f} s; "
-            f"load average before {before}, after {load()}."
+            f"load average before {before}, after {loadavg()}."
         ),
         "",
         *body,

@@ -212,14 +212,13 @@ def scrape(url: str) -> None:
         reply.read()
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def report(readies: list[Timed], onces: list[Timed], peers: list[float]) -> None:
-    ready_med, once_med = median([t.wall for t in readies]), median([t.wall for t in onces])
+    ready_med, once_med = (
+        statistics.median([t.wall for t in readies]),
+        statistics.median([t.wall for t in onces]),
+    )
     peer = f"node_exporter to its first /metrics: {spread(peers, '{:.3f}')} s" if peers else "-"
-    ratio = f"{ready_med / median(peers):.0f}x" if peers else "-"
+    ratio = f"{ready_med / statistics.median(peers):.0f}x" if peers else "-"
     runbook = f"the runbook monitor's first cycle alone: {RUNBOOK_CYCLE} s (FACTS)"
     rows = [
         ["`fossamon run`: exec to READY=1, s", spread([t.wall for t in readies]),

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # run_all imports its neighbour _common, as a script does
 _spec = importlib.util.spec_from_file_location("run_all", BENCHMARKS / "run_all.py")
 assert _spec is not None
 assert _spec.loader is not None
