@@ -51,10 +51,9 @@ def dumps_line(record: dict[str, Any], *, free_text: bool = True) -> bytes:
     an integer beyond 64 bits) goes the slower json way, with the same result. `free_text`:
     see `Redactor.redact_jsonl_line` (False only for a record with no text from outside)."""
     try:
-        # Not OPT_APPEND_NEWLINE: orjson's bytes keep the whole buffer it wrote into (4 KiB
-        # for a 700-byte line), and a buffered line would hold that. The copy that appends
-        # the newline is the line's size, so what the buffer counts is what memory holds.
-        line = orjson.dumps(record) + b"\n"
+        # A line lives only until it is copied into the output's buffer (or written), so the
+        # newline is orjson's own rather than a copy's.
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:
         return _dumps_line_with_json(record)
     return redact_jsonl_line(line, free_text=free_text)
@@ -350,13 +349,18 @@ class JsonlWriter:
             self.lines_dropped += 1
             log.error("cannot serialise a record", path=str(self.path), error=str(exc))
             return False
-        return self.write_lines([line])
+        return self.write_block(line, 1)
 
     def write_lines(self, lines: list[bytes]) -> bool:
         """Append whole lines in one write; True when they all reached the file."""
+        return self.write_block(b"".join(lines), len(lines)) if lines else True
+
+    def write_block(self, data: bytes | bytearray, lines: int) -> bool:
+        """Append `lines` whole lines, already joined as `data`, in one write; True when they
+        all reached the file. (The buffered output hands its buffer over this way: a line is
+        never an object of its own between the loop and the disk.)"""
         if not lines:
             return True
-        data = b"".join(lines)
         try:
             self._before_write(len(data))
         except Exception:  # rotation must never cost the lines themselves
@@ -364,7 +368,7 @@ class JsonlWriter:
         try:
             self._append(data)
         except OSError as exc:
-            self.lines_dropped += len(lines)
+            self.lines_dropped += lines
             self.last_error = str(exc)
             if not self._failing:
                 self._failing = True
@@ -373,7 +377,7 @@ class JsonlWriter:
         if self._failing:
             self._failing = False
             log.info("writing output file again", path=str(self.path), dropped=self.lines_dropped)
-        self.lines_written += len(lines)
+        self.lines_written += lines
         self._unsynced = True
         if self.sync_mode == "always":
             self._sync_now()
@@ -404,7 +408,7 @@ class JsonlWriter:
         self._synced_at = now
         self._sync_now()
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | bytearray) -> None:
         if self.fd is None:
             self.open()
         assert self.fd is not None

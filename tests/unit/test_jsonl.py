@@ -12,6 +12,7 @@ from fossamon.config import parse_config
 from fossamon.model import Batch, ErrorKind, Failure, Sample, make_labels
 from fossamon.redact import set_secrets, set_secrets_from_config
 from fossamon.storage.jsonl import JsonlWriter, dumps_line
+from fossamon.storage.output import BufferedOutput
 
 
 class TestLines:
@@ -286,17 +287,22 @@ class TestNoSecretReachesTheFile:
         assert dumps_line(record) == orjson.dumps(record) + b"\n"
 
 
-def test_a_buffered_line_holds_no_more_memory_than_its_size():
+async def test_buffered_lines_hold_no_more_memory_than_their_size(tmp_path):
     """orjson's bytes keep its 4 KiB work buffer; a buffer of such lines would hold 5x what
-    it counts (8 MiB of lines in 45 MB). dumps_line returns a copy of the line's own size."""
+    it counts (8 MiB of lines in 45 MB). The output copies each line into one buffer."""
     record = {"v": 1, "samples": [{"name": f"m{i}", "value": i} for i in range(8)]}
     size = len(dumps_line(record))
+    out = BufferedOutput(tmp_path / "m.jsonl")
+    out.open()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        kept = [dumps_line(record) for _ in range(1000)]
+        for _ in range(1000):  # no await: nothing is handed to the thread meanwhile
+            assert out.write(record)
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert len(kept) == 1000
+    assert out.buffered_bytes == 1000 * size
     assert held < 1000 * (size + 200), f"{held / 1000:.0f} bytes held per {size}-byte line"
+    await out.close(5)
+    assert out.lines_written == 1000

@@ -8,12 +8,14 @@ import os
 import threading
 import time
 
+import orjson
 import pytest
 
 from fossamon.config import parse_config
 from fossamon.errors import ConfigError
 from fossamon.storage import output
-from fossamon.storage.jsonl import JsonlWriter
+from fossamon.redact import set_secrets
+from fossamon.storage.jsonl import JsonlWriter, dumps_line
 from fossamon.storage.output import BufferedOutput
 from fossamon.storage.rotation import RotationPolicy
 
@@ -25,18 +27,18 @@ def read_numbers(path):
 
 
 class GatedWrites:
-    """Holds the file's thread inside write_lines until released: a disk that hangs."""
+    """Holds the file's thread inside write_block until released: a disk that hangs."""
 
     def __init__(self, writer: JsonlWriter) -> None:
         self.gate = threading.Event()
         self.entered = threading.Event()
-        self._write_lines = writer.write_lines
-        writer.write_lines = self.write_lines  # type: ignore[method-assign]
+        self._write_block = writer.write_block
+        writer.write_block = self.write_block  # type: ignore[method-assign]
 
-    def write_lines(self, lines):
+    def write_block(self, data, lines):
         self.entered.set()
         assert self.gate.wait(30), "the test never released the gate"
-        return self._write_lines(lines)
+        return self._write_block(data, lines)
 
 
 async def wait_until(predicate, what, limit=10.0):
@@ -248,6 +250,55 @@ class TestBounds:
         assert out.lines_dropped == 1
 
 
+class TestRedactionOnTheFastPath:
+    """`write` inlines `dumps_line`: the same bytes, the same redaction, in every case."""
+
+    @pytest.fixture
+    def secret(self):
+        set_secrets(["s3cr3t-token-value"])
+        yield "s3cr3t-token-value"
+        set_secrets(())
+
+    RECORDS = (
+        {"n": 1, "labels": {"endpoint": "health"}, "value": 0.5},
+        {"n": 2, "error": "GET https://bob:hunter22@api.example/x?token=abcdef123456"},
+        {"n": 3, "error": "Authorization: Bearer abc.def.ghi"},
+        {"n": 4, "huge": 2**70, "text": "lone \udc80 surrogate"},
+        {"n": 5, "nan": float("nan"), "inf": float("inf")},
+    )
+
+    async def written(self, tmp_path, records, *, free_text):
+        out = BufferedOutput(tmp_path / "m.jsonl")
+        out.open()
+        for record in records:
+            assert out.write(record, free_text=free_text)
+        await out.close(5)
+        return (tmp_path / "m.jsonl").read_bytes().splitlines(keepends=True)
+
+    @pytest.mark.parametrize("free_text", [True, False])
+    async def test_lines_equal_dumps_line(self, tmp_path, free_text, secret):
+        lines = await self.written(tmp_path, self.RECORDS, free_text=free_text)
+        assert lines == [dumps_line(r, free_text=free_text) for r in self.RECORDS]
+        if free_text:
+            text = b"".join(lines)
+            assert b"hunter22" not in text
+            assert b"abcdef123456" not in text
+            assert b"abc.def.ghi" not in text
+
+    async def test_a_configured_secret_is_masked_even_in_a_metrics_only_line(
+        self, tmp_path, secret
+    ):
+        record = {"samples": [{"labels": {"endpoint": f"x{secret}"}, "value": 1.0}]}
+        [line] = await self.written(tmp_path, [record], free_text=False)
+        assert secret.encode() not in line
+        assert json.loads(line)["samples"][0]["value"] == 1.0
+
+    async def test_without_configured_secrets_a_metrics_only_line_is_orjsons(self, tmp_path):
+        record = {"samples": [{"labels": {"url": "https://a:b@c/?token=x"}, "value": 1.0}]}
+        [line] = await self.written(tmp_path, [record], free_text=False)
+        assert line == orjson.dumps(record) + b"\n"
+
+
 class TestOrderWithFileOperations:
     async def test_lines_before_a_retarget_stay_in_the_old_file(self, tmp_path):
         out = BufferedOutput(tmp_path / "old.jsonl", flush_interval=60.0)
@@ -313,15 +364,15 @@ class TestAHungOrFailingDisk:
     async def test_a_bug_in_the_writer_costs_one_batch_counted_not_the_flusher(self, tmp_path):
         out = BufferedOutput(tmp_path / "m.jsonl")
         out.open()
-        real, calls = out.file.write_lines, []
+        real, calls = out.file.write_block, []
 
-        def broken_once(lines):
-            calls.append(len(lines))
+        def broken_once(data, lines):
+            calls.append(lines)
             if len(calls) == 1:
                 raise RuntimeError("a bug")
-            return real(lines)
+            return real(data, lines)
 
-        out.file.write_lines = broken_once
+        out.file.write_block = broken_once
         out.write({"n": 1})
         await out.flush()
         out.write({"n": 2})
