@@ -88,13 +88,17 @@ def _load(path_arg: str | None) -> tuple[Config | None, str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from fossamon.overview import describe, warnings  # noqa: PLC0415 - keep startup lean
+    from fossamon.overview import (  # noqa: PLC0415 - keep startup lean
+        describe,
+        readable_secret_warnings,
+        warnings,
+    )
 
     config, path = _load(args.config)
     if config is None:
         return EX_CONFIG
     print("\n".join(describe(config, path)))
-    found = warnings(config)
+    found = readable_secret_warnings(config, path) + warnings(config)
     if found:
         print(f"warnings ({len(found)}):")
         print("\n".join(f"  {w}" for w in found))

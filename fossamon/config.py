@@ -452,15 +452,27 @@ class ExporterConfig(_Section, frozen=True, kw_only=True):
     bearer_token: str | None = None
     basic_auth_user: str | None = None
     basic_auth_password: str | None = None
+    # A bind beyond loopback without a credential is refused unless this says it is meant
+    # (a private network, a firewall in front); `fossamon check` still warns about it.
+    allow_unauthenticated: bool = False
 
     def __post_init__(self) -> None:
-        """One way to authenticate, fully given (reported at `exporter`)."""
+        """One way to authenticate, fully given; a bind beyond loopback authenticated or
+        explicitly allowed not to be (reported at `exporter`)."""
         if (self.basic_auth_user is None) != (self.basic_auth_password is None):
             raise ValueError("basic_auth_user and basic_auth_password go together")
         if self.bearer_token is not None and self.basic_auth_user is not None:
             raise ValueError("use bearer_token or basic auth, not both")
         if self.bearer_token == "" or self.basic_auth_password == "":
             raise ValueError("an empty credential would let anyone in; leave it out instead")
+        wide_open = self.listen and not self.loopback and not self.has_auth
+        if wide_open and not self.allow_unauthenticated:
+            raise ValueError(
+                f'listen = "{self.listen}" is reachable from other hosts and has no '
+                "bearer_token or basic auth, so anyone who can reach it would read "
+                '/status and /metrics: set bearer_token = "${FOSSAMON_EXPORTER_TOKEN}", '
+                "bind 127.0.0.1, or set allow_unauthenticated = true if that is meant"
+            )
 
     @property
     def host(self) -> str:

@@ -66,6 +66,7 @@ class ErrorKind(enum.StrEnum):
     STATUS = "status"
     BODY_MISMATCH = "body_mismatch"
     TOO_LARGE = "too_large"
+    REDIRECT = "redirect"
     MISSING = "missing"
     NOT_A_DATABASE = "not_a_database"
     LOCKED = "locked"

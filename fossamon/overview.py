@@ -233,6 +233,57 @@ def warnings(config: Config) -> list[str]:
     return found
 
 
+def readable_secret_warnings(config: Config, path: str) -> list[str]:
+    """The config file holds credentials as literal text (not `${VAR}`) and users other than
+    its owner may read it. Under the shipped unit (DynamicUser=yes) the file must stay
+    world-readable for the daemon to read it, so the way out is to move the values into the
+    environment, not to chmod the file. Never raises (advice only)."""
+    from fossamon.redact import secrets_from_config  # noqa: PLC0415 - check only
+
+    try:
+        mode = Path(path).stat().st_mode
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []  # loading it just worked; a file that vanished since is not this advice
+    if not mode & 0o044:
+        return []
+    literal = {value for value in secrets_from_config(config) if value in text}
+    keys = sorted(_keys_holding(config.to_dict(), "", literal))
+    if not keys:
+        return []
+    who = "every user on this host" if mode & 0o004 else f"group {_group_name(path)}"
+    return [
+        (
+            f"{path}: mode {mode & 0o777:04o} lets {who} read the credential(s) written into "
+            f"it at {', '.join(keys)}: write each as ${{VAR}} and give its value in a "
+            "root-only file the unit reads (EnvironmentFile=-/etc/fossamon/secrets.env, mode "
+            "0600); chmod 0600 only if the daemon runs as the file's owner (the shipped unit's "
+            "DynamicUser cannot read a file other users cannot)"
+        )
+    ]
+
+
+def _keys_holding(node: object, key: str, secrets: set[str]) -> set[str]:
+    """The key paths (`sinks[0].headers.Authorization`) of the strings holding a secret."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for name, value in node.items():
+            found |= _keys_holding(value, f"{key}.{name}" if key else str(name), secrets)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found |= _keys_holding(item, f"{key}[{i}]", secrets)
+    elif isinstance(node, str) and any(secret in node for secret in secrets):
+        found.add(key)
+    return found
+
+
+def _group_name(path: str) -> str:
+    try:
+        return Path(path).group()
+    except (KeyError, OSError):
+        return "of the file"
+
+
 def _exporter_warnings(config: Config) -> list[str]:
     exporter = config.exporter
     if not exporter.listen or exporter.loopback or exporter.has_auth:

@@ -355,7 +355,7 @@ def _classify(  # noqa: PLR0911 - one return per kind reads as the table it is
     if isinstance(exc, aiohttp.ClientConnectorError | ssl.SSLError):
         return checks.connect_failure(exc, checks.address(probe.url))
     if isinstance(exc, aiohttp.TooManyRedirects):
-        return ErrorKind.OTHER, f"too many redirects (limit {max_redirects})"
+        return ErrorKind.REDIRECT, f"too many redirects (limit {max_redirects})"
     problem = _response_problem(exc, exchange)
     if problem is not None:
         return ErrorKind.OTHER, problem

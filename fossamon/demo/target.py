@@ -183,8 +183,10 @@ class DemoTarget:
                 chunk = b" " * HUGE_BODY_CHUNK
                 for _ in range(HUGE_BODY_BYTES // HUGE_BODY_CHUNK):
                     await response.write(chunk)
-        except (ConnectionResetError, ClientConnectionResetError):
-            pass  # the client gave up, as a monitor with a body cap or a timeout should
+        except (ConnectionError, ClientConnectionResetError):
+            # The client gave up, as a monitor with a body cap or a timeout should (aiohttp
+            # says so with a reset, or with a bare ConnectionError while it drains).
+            pass
         return response
 
     async def _stops_within(self, seconds: float) -> bool:

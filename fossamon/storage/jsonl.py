@@ -411,6 +411,14 @@ class JsonlWriter:
     def _append(self, data: bytes | bytearray) -> None:
         if self.fd is None:
             self.open()
+        elif os.fstat(self.fd).st_nlink == 0:
+            # Removed since the last write (the 1 s check may be up to a second away): lines
+            # written now would go into a file nobody can reach. Continue at the path; one
+            # fstat per batch, not per line. (A file moved away, by logrotate say, still has
+            # its link: what is written there is kept, and the 1 s check follows the path.)
+            self._follow_path()
+            if self.fd is None:
+                raise OSError(errno.ENOENT, f"{self.path} was removed: {self.last_error}")
         assert self.fd is not None
         written = os.write(self.fd, data)
         self._size += written

@@ -450,7 +450,7 @@ class TestRedirects:
         endpoints = [{"name": "loop", "path": "/loop"}]
         batch = await run(make_collector(endpoints, base_url=target.base_url, max_redirects=5))
         assert failure(batch, "loop") == Failure(
-            "loop", ErrorKind.OTHER, "too many redirects (limit 5)"
+            "loop", ErrorKind.REDIRECT, "too many redirects (limit 5)"
         )
         assert batch.duration < 2.0
 

@@ -481,10 +481,29 @@ class TestExporter:
         (found,) = problems(f"[exporter]\n{text}")
         assert message in found
 
+    @pytest.mark.parametrize("listen", ["0.0.0.0:9847", "[::]:9847", "192.0.2.7:9847", "h:1"])
+    def test_a_wide_bind_without_auth_is_refused_naming_the_ways_out(self, listen):
+        (found,) = problems(f'[exporter]\nlisten = "{listen}"')
+        assert found.startswith(f'test.toml: exporter: listen = "{listen}" is reachable')
+        for way_out in ("bearer_token", "bind 127.0.0.1", "allow_unauthenticated = true"):
+            assert way_out in found
+        allowed = f'[exporter]\nlisten = "{listen}"\nallow_unauthenticated = true'
+        assert parse_config(allowed, env={}).exporter.allow_unauthenticated
+        token = f'[exporter]\nlisten = "{listen}"\nbearer_token = "t0k3n-abcdef"'
+        assert parse_config(token, env={}).exporter.has_auth
+        basic = f'[exporter]\nlisten = "{listen}"\nbasic_auth_user = "u"\nbasic_auth_password = "p"'
+        assert parse_config(basic, env={}).exporter.has_auth
+
+    @pytest.mark.parametrize("listen", ["127.0.0.1:9847", "127.8.9.10:1", "[::1]:9847", ""])
+    def test_loopback_or_off_needs_no_auth(self, listen):
+        assert parse_config(f'[exporter]\nlisten = "{listen}"', env={}).exporter.listen == listen
+
     def test_check_warns_loudly_about_a_wide_bind_without_auth(self):
         from fossamon.overview import warnings
 
-        wide = parse_config('[exporter]\nlisten = "0.0.0.0:9847"', env={})
+        wide = parse_config(
+            '[exporter]\nlisten = "0.0.0.0:9847"\nallow_unauthenticated = true', env={}
+        )
         (found,) = [w for w in warnings(wide) if w.startswith("exporter.listen")]
         assert "ANYONE" in found
         guarded = parse_config(

@@ -136,6 +136,40 @@ class TestThePathChangesUnderTheWriter:
         assert [json.loads(x)["n"] for x in out.read_text().splitlines()] == [2]
         writer.close()
 
+    @pytest.mark.parametrize("what", ["file", "folder"])
+    def test_a_removed_file_is_noticed_at_the_next_write_not_a_second_later(self, tmp_path, what):
+        import shutil
+
+        from fossamon.storage.jsonl import JsonlWriter
+
+        out = tmp_path / "out" / "m.jsonl"
+        writer = JsonlWriter(out, clock=lambda: 1_800_000_000.0)  # the 1 s check never comes
+        writer.open()
+        assert writer.write({"n": 1})
+        if what == "file":
+            out.unlink()
+        else:
+            shutil.rmtree(out.parent)
+        assert writer.write({"n": 2})  # not into the unlinked inode: a new file at the path
+        assert writer.write({"n": 3})
+        assert [json.loads(x)["n"] for x in out.read_text().splitlines()] == [2, 3]
+        assert writer.lines_written == 3
+        assert writer.lines_dropped == 0
+        writer.close()
+
+    def test_a_moved_file_keeps_the_lines_written_to_it(self, tmp_path):
+        from fossamon.storage.jsonl import JsonlWriter
+
+        out = tmp_path / "m.jsonl"
+        writer = JsonlWriter(out, clock=lambda: 1_800_000_000.0)
+        writer.open()
+        writer.write({"n": 1})
+        out.rename(tmp_path / "m.jsonl.1")  # logrotate without copytruncate
+        writer.write({"n": 2})  # still linked: kept there, until the 1 s check follows
+        moved = (tmp_path / "m.jsonl.1").read_text().splitlines()
+        assert [json.loads(x)["n"] for x in moved] == [1, 2]
+        writer.close()
+
     def test_an_unusable_path_drops_and_counts_until_it_works_again(self, tmp_path):
         from fossamon.storage.jsonl import JsonlWriter
 

@@ -13,8 +13,8 @@ import pytest
 
 from fossamon.config import parse_config
 from fossamon.errors import ConfigError
-from fossamon.storage import output
 from fossamon.redact import set_secrets
+from fossamon.storage import output
 from fossamon.storage.jsonl import JsonlWriter, dumps_line
 from fossamon.storage.output import BufferedOutput
 from fossamon.storage.rotation import RotationPolicy

@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -127,10 +128,18 @@ class Daemon:
 STARTED: list[asyncio.subprocess.Process] = []  # killed after each test (conftest), pass or fail
 
 
-async def start_daemon(config: Path, tmp_path: Path, env: dict[str, str] | None = None) -> Daemon:
+async def start_daemon(
+    config: Path,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
+) -> Daemon:
+    """`fossamon run -c config`, with `env` added to ours; `prefix` runs it through another
+    command first (setpriv, unshare)."""
     full_env = {k: v for k, v in os.environ.items() if k not in {"NOTIFY_SOCKET", "JOURNAL_STREAM"}}
     full_env.update(env or {})
     proc = await asyncio.create_subprocess_exec(
+        *prefix,
         sys.executable,
         "-m",
         "fossamon",

@@ -1,0 +1,68 @@
+"""What every fault-matrix row asserts about a running daemon: it stays up and keeps its
+cadence, the fault shows as its error kind (and as an alert where a rule covers it), it
+recovers when the fault ends, and nothing is lost (the daemon's own count of lines written
+equals the lines found, and every one of them parses)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from daemon_harness import Daemon
+
+INTERVAL = 0.5  # every collector's interval in the matrix's daemons
+
+
+def ts(line: dict[str, Any]) -> float:
+    return datetime.fromisoformat(line["ts"]).timestamp()
+
+
+def runs(daemon: Daemon, collector: str) -> list[dict[str, Any]]:
+    return [line for line in daemon.lines() if line["collector"] == collector]
+
+
+def errors_of(line: dict[str, Any], target: str) -> list[str]:
+    return [e["kind"] for e in line.get("errors", []) if e["target"] == target]
+
+
+def alert_events(daemon: Daemon, rule: str, **labels: str) -> list[str]:
+    return [
+        a["event"]
+        for a in daemon.lines(daemon.alerts)
+        if a["rule"] == rule and all(a["labels"].get(k) == v for k, v in labels.items())
+    ]
+
+
+def worst_gap(lines: list[dict[str, Any]]) -> float:
+    """The longest time between two runs' starts (s)."""
+    stamps = sorted(ts(line) for line in lines)
+    return max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
+
+
+def assert_cadence_kept(daemon: Daemon, collector: str, slack: float = 3.0) -> None:
+    """No run of `collector` was missed: never more than `slack` intervals between two."""
+    found = runs(daemon, collector)
+    assert len(found) >= 3, f"only {len(found)} {collector} runs"
+    gap = worst_gap(found)
+    assert gap <= slack * INTERVAL, f"{collector}: {gap:.2f} s between two runs"
+
+
+def assert_nothing_lost(daemon: Daemon) -> int:
+    """After `stop()`: the lines the daemon says it wrote are the lines in its files, all
+    whole JSON documents. Returns how many."""
+    stopped = [x for x in daemon.stderr.decode().splitlines() if "stopped" in x]
+    assert stopped, daemon.stderr.decode()[-2000:]
+    written = int(re.search(r"lines_written=(\d+)", stopped[-1]).group(1))  # type: ignore[union-attr]
+    dropped = int(re.search(r"lines_dropped=(\d+)", stopped[-1]).group(1))  # type: ignore[union-attr]
+    found = 0
+    for path in (daemon.metrics, daemon.alerts):
+        if path.exists():
+            for raw in path.read_bytes().splitlines():
+                json.loads(raw)  # a torn or mangled line fails here
+                found += 1
+    assert (written, dropped) == (found, 0), f"wrote {written}, dropped {dropped}, found {found}"
+    return found
