@@ -157,6 +157,7 @@ async def tls_server(rig: Rig) -> str:
     files = make_certificates(rig.tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(files["self"], files["self_key"])
+
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "healthy"})
 
