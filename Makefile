@@ -17,7 +17,7 @@ INSTALL_FROM  ?= .
 UNIT_DIR      ?= /etc/systemd/system
 CONFIG_DIR    ?= /etc/fossamon
 
-.PHONY: demo test lint types pytest bench clean install
+.PHONY: demo test lint types pytest bench soak clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench: $(STAMP)
 			nginx-light wrk hey prometheus-node-exporter prometheus-blackbox-exporter >/dev/null; \
 	fi
 	$(BIN)/python benchmarks/run_all.py --output docs/benchmarks.md
+
+# 30 minutes at ten times the default load, faults coming and going; the figures go into
+# docs/reliability.md (issue 9).
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --duration 1800 --output docs/reliability.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -96,30 +96,71 @@ def collected_series(config: Config) -> Callable[[str, Labels], bool]:
 
 
 OUTPUT_RULE = "output_write_failing"
+ROTATION_RULE = "output_rotation_failing"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _OutputCheck:
+    """One of the internal alerts on the output files: what it watches and how it reads."""
+
+    rule: str
+    severity: Severity
+    metric: str
+    failing: Callable[[LineOutput], bool]
+    value: Callable[[LineOutput], float]
+    firing: Callable[[LineOutput], str]
+    resolved: Callable[[LineOutput], str]
+
+
+OUTPUT_CHECKS = (
+    _OutputCheck(
+        OUTPUT_RULE,
+        Severity.CRITICAL,
+        "fossamon_output_dropped_lines_total",
+        lambda w: w.failing,
+        lambda w: float(w.lines_dropped),
+        lambda w: (
+            f"cannot write {w.path}: {w.last_error}; lines are dropped and counted until it "
+            "works again"
+        ),
+        lambda w: f"writing {w.path} again; {w.lines_dropped} lines dropped",
+    ),
+    # Nothing is lost while rotation fails (the file grows on), but a disk fills: a warning.
+    _OutputCheck(
+        ROTATION_RULE,
+        Severity.WARNING,
+        "fossamon_output_rotation_failures_total",
+        lambda w: bool(w.rotation_error),
+        lambda w: float(w.rotation_failures),
+        lambda w: f"{w.rotation_error}; the file grows past its limits, retried every minute",
+        lambda w: f"rotating {w.path} again after {w.rotation_failures} failed attempts",
+    ),
+)
 
 
 def _output_event(
+    check: _OutputCheck,
     kind: EventKind,
     labels: Labels,
     writer: LineOutput,
     now: float,
     since: float,
-    summary: str,
 ) -> AlertEvent:
+    firing = kind is EventKind.FIRING
     return AlertEvent(
         ts=now,
         kind=kind,
-        rule=OUTPUT_RULE,
-        severity=Severity.CRITICAL,
+        rule=check.rule,
+        severity=check.severity,
         labels=labels,
-        value=float(writer.lines_dropped),
+        value=check.value(writer),
         threshold=None,
         since=since,
-        summary=summary,
-        metric="fossamon_output_dropped_lines_total",
+        summary=check.firing(writer) if firing else check.resolved(writer),
+        metric=check.metric,
         aggregate="last",
-        fingerprint=fingerprint(OUTPUT_RULE, labels),
-        previous=Severity.CRITICAL if kind is EventKind.RESOLVED else Severity.OK,
+        fingerprint=fingerprint(check.rule, labels),
+        previous=Severity.OK if firing else check.severity,
     )
 
 
@@ -342,28 +383,29 @@ class AlertDispatcher:
             await self.publish(pending, now, record=False)
 
     async def watch_outputs(self, outputs: Mapping[str, LineOutput], now: float) -> None:
-        """The internal alert `output_write_failing{file}`: critical while an output file
-        cannot be written (lines are being dropped), resolved when writing works again."""
-        if not self._output_failing and not any(w.failing for w in outputs.values()):
+        """The internal alerts on the output files (OUTPUT_CHECKS): `output_write_failing`
+        (critical) while a file cannot be written and lines are dropped, and
+        `output_rotation_failing` (warning) while it cannot be rotated; each resolved when
+        that works again."""
+        if not self._output_failing and not any(
+            w.failing or w.rotation_error for w in outputs.values()
+        ):
             return  # every second's usual answer: nothing failing, nothing was
         events: list[AlertEvent] = []
         for name, writer in outputs.items():
             labels: Labels = (("file", name),)
-            key = fingerprint(OUTPUT_RULE, labels)
-            since = self._output_failing.get(key)
-            if writer.failing and since is None:
-                self._output_failing[key] = now
-                summary = (
-                    f"cannot write {writer.path}: {writer.last_error}; lines are dropped "
-                    "and counted until it works again"
-                )
-                events.append(_output_event(EventKind.FIRING, labels, writer, now, now, summary))
-            elif not writer.failing and since is not None:
-                del self._output_failing[key]
-                summary = f"writing {writer.path} again; {writer.lines_dropped} lines dropped"
-                events.append(
-                    _output_event(EventKind.RESOLVED, labels, writer, now, since, summary)
-                )
+            for check in OUTPUT_CHECKS:
+                key = fingerprint(check.rule, labels)
+                since = self._output_failing.get(key)
+                failing = check.failing(writer)
+                if failing and since is None:
+                    self._output_failing[key] = now
+                    events.append(_output_event(check, EventKind.FIRING, labels, writer, now, now))
+                elif not failing and since is not None:
+                    del self._output_failing[key]
+                    events.append(
+                        _output_event(check, EventKind.RESOLVED, labels, writer, now, since)
+                    )
         if events:
             await self.publish(events, now)
 

@@ -269,6 +269,20 @@ class ApiCollectorConfig(_Section, frozen=True, kw_only=True):
     max_redirects: Annotated[int, Meta(ge=0, le=100)] = 10
     endpoints: Annotated[list[EndpointConfig], Meta(min_length=1)]
 
+    def __post_init__(self) -> None:
+        """Credentials in a URL and an Authorization header cannot both say who we are: the
+        HTTP client would refuse every request (reported at `collectors.api`)."""
+        shared = any(name.lower() == "authorization" for name in self.headers)
+        for i, endpoint in enumerate(self.endpoints):
+            url = URL(endpoint.url or self.base_url) if endpoint.url or self.base_url else None
+            if url is None or (url.user is None and url.password is None):
+                continue
+            if shared or any(name.lower() == "authorization" for name in endpoint.headers):
+                raise ValueError(
+                    f"endpoints[{i}] ({endpoint.name}): the URL carries credentials "
+                    "(user:password@) and an Authorization header is set too; keep one"
+                )
+
 
 class QueryConfig(_Section, frozen=True, kw_only=True):
     name: Name

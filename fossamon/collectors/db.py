@@ -10,7 +10,9 @@ Per cycle:
 
 - `db_up`: 1 when the file opened and a trivial read of the schema succeeded, else 0;
 - `db_file_bytes`, and `db_wal_bytes` while a `-wal` file exists;
-- per query: `db_query_seconds{query}`, `db_query_rows{query}` (rows read, at most `max_rows`),
+- per query: `db_query_ok{query}` (1 when it ran and gave what was asked, 0 when it failed:
+  what a rule alerts on, as `api_up` for an endpoint), `db_query_seconds{query}`,
+  `db_query_rows{query}` (rows read, at most `max_rows`),
   `db_query_truncated{query}` (1 when the result had more than `max_rows` rows) and, with
   `record_value`, `db_query_value{query}`: the first column of the first row.
 
@@ -302,6 +304,7 @@ class DbCollector:
         "db_query_rows",
         "db_query_truncated",
         "db_query_value",
+        "db_query_ok",
     )
 
     def __init__(self, config: DbCollectorConfig) -> None:
@@ -429,19 +432,23 @@ def _report(
         errors.append(Failure(path, *cycle.problem))
         return
     for query, read in zip(queries, cycle.reads, strict=True):
+        labels = make_labels(query=query.name)
         if isinstance(read, tuple):
             errors.append(Failure(query.name, *read))
+            samples.append(Sample("db_query_ok", 0.0, labels))
             continue
-        labels = make_labels(query=query.name)
         samples.append(Sample("db_query_seconds", read.seconds, labels))
         samples.append(Sample("db_query_rows", float(read.rows), labels))
         samples.append(Sample("db_query_truncated", float(read.truncated), labels))
+        ok = 1.0
         if query.record_value:
             value = _recorded_value(read.first)
             if isinstance(value, str):
                 errors.append(Failure(query.name, ErrorKind.OTHER, value))
+                ok = 0.0
             else:
                 samples.append(Sample("db_query_value", value, labels))
+        samples.append(Sample("db_query_ok", ok, labels))
 
 
 def _recorded_value(first_row: Any) -> float | str:

@@ -30,6 +30,7 @@ METRICS = (
     "fossamon_output_lines_total",
     "fossamon_output_dropped_lines_total",
     "fossamon_output_rotations_total",
+    "fossamon_output_rotation_failures_total",
     "fossamon_alert_events_total",
     "fossamon_alert_events_silenced_total",
     "fossamon_alerts_open",
@@ -56,6 +57,9 @@ def internal_batch(now: float, alerts: AlertDispatcher, outputs: Mapping[str, Li
             Sample("fossamon_output_dropped_lines_total", float(writer.lines_dropped), file)
         )
         samples.append(Sample("fossamon_output_rotations_total", float(writer.rotations), file))
+        samples.append(
+            Sample("fossamon_output_rotation_failures_total", float(writer.rotation_failures), file)
+        )
     samples += [
         Sample("fossamon_alert_events_total", float(alerts.events_published)),
         Sample("fossamon_alert_events_silenced_total", float(alerts.events_silenced)),

@@ -7,7 +7,11 @@ then delivers in the background, so a sink that hangs or fails delays nothing bu
 - a full queue drops its OLDEST event, counts it and tells the outbox (logged once per episode);
 - each attempt is bounded by the sink's `timeout`; a failed one is retried `retries` times
   with exponential backoff and full jitter; after that the event counts as failed, is logged
-  at error and stays in the outbox, so the next start re-submits it;
+  at error and stays in the outbox, so the next start re-submits it, and it is kept here
+  ("parked"): every `backoff_max` the parked events are delivered again, in order, with
+  their retries, until the receiver takes them (a receiver down for an hour gets them when it
+  is back, without a restart). New events wait behind parked ones, so a receiver sees each
+  alert's events in order; parked and queued events together are bounded by `queue_size`;
 - `stop(grace)` delivers what it can within `grace` (one attempt each), then cancels.
 
 A `Sink` only delivers; queueing, retries and timeouts live here, once for every kind.
@@ -200,6 +204,9 @@ class SinkWorker:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._clock = clock
         self._queue: deque[Delivery] = deque()
+        self._parked: deque[Delivery] = deque()  # given up on; delivered again at _parked_until
+        self._parked_until = 0.0
+        self._reported: set[int] = set()  # id() of parked deliveries logged as failed already
         self._in_flight: Sequence[Delivery] = ()
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -253,14 +260,15 @@ class SinkWorker:
                 self._open.discard(delivery.event.key)
             else:
                 self._open.add(delivery.event.key)
-        if len(self._queue) >= self.config.queue_size:
+        if len(self._queue) + len(self._parked) >= self.config.queue_size:
             self._drop_oldest()
         self._queue.append(delivery)
-        self.stats.queued = len(self._queue)
+        self.stats.queued = len(self._queue) + len(self._parked)
         self._wakeup.set()
 
     def _drop_oldest(self) -> None:
-        oldest = self._queue.popleft()
+        oldest = self._parked.popleft() if self._parked else self._queue.popleft()
+        self._reported.discard(id(oldest))
         self.stats.dropped += 1
         if self.sink.mirrors_state:
             try:
@@ -307,7 +315,7 @@ class SinkWorker:
                 await self.sink.close()
         except Exception as exc:  # noqa: BLE001 - stopping goes on whatever a sink does
             log.warning("closing a sink failed", sink=self.name, error=_reason(exc, CLOSE_WAIT))
-        left = len(self._queue) + len(self._in_flight)
+        left = len(self._queue) + len(self._in_flight) + len(self._parked)
         if left:
             log.info(
                 "sink stopped before delivering everything; the rest stays in the outbox",
@@ -326,7 +334,12 @@ class SinkWorker:
 
     async def _run(self) -> None:
         while True:
-            if self._queue:
+            if self._parked and self._clock() >= self._parked_until:
+                if self._stopping.is_set():
+                    return  # they stay in the outbox: the next start sends them
+                self._queue.extendleft(reversed(self._parked))  # first, in their order
+                self._parked.clear()
+            if self._queue and not self._parked:
                 await self._deliver(self._take())
                 continue
             if self._stopping.is_set():
@@ -335,6 +348,9 @@ class SinkWorker:
             if delay is not None and delay <= 0:
                 await self._resend()
                 continue
+            if self._parked:  # new events wait behind them, for order's sake
+                until = max(0.0, self._parked_until - self._clock())
+                delay = until if delay is None else min(delay, until)
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -343,7 +359,7 @@ class SinkWorker:
     def _take(self) -> list[Delivery]:
         count = min(len(self._queue), max(1, self.sink.max_batch))
         batch = [self._queue.popleft() for _ in range(count)]
-        self.stats.queued = len(self._queue)
+        self.stats.queued = len(self._queue) + len(self._parked)
         # The episode ends once the queue has real room again (half empty), so a sink that
         # keeps up just barely does not log one line per event.
         if self._episode_dropped and len(self._queue) <= self.config.queue_size // 2:
@@ -395,6 +411,14 @@ class SinkWorker:
                     break
                 continue
             self.stats.sent += len(batch)
+            if self._reported:
+                redelivered = [d for d in batch if id(d) in self._reported]
+                self._reported.difference_update(id(d) for d in batch)
+                if redelivered:
+                    log.info(
+                        "delivered events kept after failing", sink=self.name,
+                        events=len(redelivered),
+                    )  # fmt: skip
             self._delivered(ids)
             if retry:
                 log.info(
@@ -431,12 +455,26 @@ class SinkWorker:
                 error=reason,
             )
             return
-        self._failed(
-            batch,
-            "delivery failed after every retry; the event stays in the outbox",
-            error=reason,
-            attempts=attempts,
-        )
+        again = [d for d in batch if id(d) in self._reported]
+        first = [d for d in batch if id(d) not in self._reported]
+        keep_for = self.config.backoff_max
+        if first:
+            self._failed(
+                first,
+                f"delivery failed after every retry; kept, and sent again every "
+                f"{keep_for:g} s until the receiver takes it (and after a restart)",
+                error=reason,
+                attempts=attempts,
+            )
+        if again:
+            log.warning(
+                "kept events still cannot be delivered", sink=self.name, events=len(again),
+                error=reason, next_try_in=keep_for,
+            )  # fmt: skip
+        self._reported.update(id(d) for d in batch)
+        self._parked.extend(batch)
+        self._parked_until = self._clock() + keep_for
+        self.stats.queued = len(self._queue) + len(self._parked)
 
     def _failed(self, batch: Sequence[Delivery], message: str, **fields: object) -> None:
         """Count and log (at error, one line per event: each names its alert) a batch lost."""
@@ -453,6 +491,7 @@ class SinkWorker:
             )
 
     def _refused(self, batch: Sequence[Delivery], reason: str) -> None:
+        self._reported.difference_update(id(d) for d in batch)
         self._failed(
             batch,
             "the receiver refused the event; not retried (fix the sink's config)",

@@ -140,6 +140,11 @@ class JsonlWriter:
         self.lines_dropped = 0
         self.repaired_lines = 0
         self.rotations = 0
+        # Rotations that could not be done (the folder read-only, permissions revoked): the
+        # file grows on past its limits meanwhile. `rotation_error` is the last one's reason,
+        # "" once a rotation works again (the `output_rotation_failing` alert).
+        self.rotation_failures = 0
+        self.rotation_error = ""
         self._failing = False
         self.last_error = ""
         self.sync_mode = "never"
@@ -306,6 +311,7 @@ class JsonlWriter:
         self._size, self._identity = 0, (info.st_dev, info.st_ino)
         self._last_archive = key
         self.rotations += 1
+        self.rotation_error = ""
         self._schedule(now)
         self._archiver.archived(Archive(key, target, has_plain=True), self.policy, now)
         return True
@@ -315,6 +321,8 @@ class JsonlWriter:
         self._retry_rotation_at = now + 60.0
         if self._rotate_at is not None:
             self._rotate_at = now + 60.0
+        self.rotation_failures += 1
+        self.rotation_error = f"cannot rotate {self.path}: {exc.strerror or exc}"
         log.error("cannot rotate output file", path=str(self.path), error=str(exc))
         return False
 

@@ -91,6 +91,10 @@ class LineOutput(Protocol):
     def failing(self) -> bool: ...
     @property
     def last_error(self) -> str: ...
+    @property
+    def rotation_failures(self) -> int: ...
+    @property
+    def rotation_error(self) -> str: ...
 
     def write(self, record: dict[str, Any], *, free_text: bool = True) -> bool: ...
 
@@ -163,6 +167,15 @@ class BufferedOutput:
     @property
     def rotations(self) -> int:
         return self.file.rotations
+
+    @property
+    def rotation_failures(self) -> int:
+        return self.file.rotation_failures
+
+    @property
+    def rotation_error(self) -> str:
+        """Why the last rotation failed; "" when the last one worked (or none was due)."""
+        return self.file.rotation_error
 
     @property
     def archives_removed(self) -> int:

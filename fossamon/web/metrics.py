@@ -92,6 +92,7 @@ HELP = {
     "fossamon_output_lines_total": "Lines written to the output file.",
     "fossamon_output_dropped_lines_total": "Lines that could not be written to the output file.",
     "fossamon_output_rotations_total": "Built-in rotations of the output file.",
+    "fossamon_output_rotation_failures_total": "Rotations of the output file that failed.",
     "fossamon_alert_events_total": "Alert events recorded.",
     "fossamon_alert_events_silenced_total": "Alert events recorded while a silence matched.",
     "fossamon_alerts_open": "Alerts firing or missing data now.",

@@ -11,6 +11,8 @@ trends [{metric, labels, last_10, last_hour}].
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,15 @@ if TYPE_CHECKING:
     from fossamon.scheduling import RunStats
 
 SCHEMA_VERSION = 1
+
+
+def _process() -> dict[str, int | None]:
+    """What a leak would grow: asyncio tasks and threads (the soak watches them)."""
+    try:
+        tasks: int | None = len(asyncio.all_tasks())
+    except RuntimeError:  # no running loop (a document built outside the daemon)
+        tasks = None
+    return {"tasks": tasks, "threads": threading.active_count()}
 
 
 def status_document(daemon: Daemon, now: float | None = None) -> dict[str, Any]:
@@ -38,6 +49,7 @@ def status_document(daemon: Daemon, now: float | None = None) -> dict[str, Any]:
         "started_at": iso_ts(daemon.started_at),
         "uptime_seconds": round(now - daemon.started_at, 3),
         "health": {"ok": daemon.health.ok, "reasons": list(daemon.health.reasons)},
+        "process": _process(),
         "collectors": {
             name: _collector(name, stats, now, monotonic, daemon)
             for name, stats in sorted(daemon.scheduler.stats.items())

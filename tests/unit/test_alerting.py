@@ -102,3 +102,47 @@ class TestSilenceReads:
         (record,) = map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines())
         assert record["silenced_by"] == "s1"
         assert not (tmp_path / "sink.jsonl").exists()  # the sink never heard it
+
+
+class TestOutputAlerts:
+    """The internal alerts on the output files: one real writer whose rotation fails."""
+
+    async def test_a_failing_rotation_warns_and_resolves_when_rotation_works(
+        self, tmp_path, monkeypatch
+    ):
+        from pathlib import Path
+
+        from fossamon.storage.rotation import RotationPolicy
+
+        _, alerts, _, now = await started(tmp_path)
+        policy = RotationPolicy(mode="builtin", max_size=4096, compress=False)
+        writer = JsonlWriter(tmp_path / "m.jsonl", policy, clock=lambda: now)
+        writer.open()
+        real_rename = Path.rename
+
+        def refused(self, target):
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "rename", refused)
+        for n in range(100):  # 100 lines of ~60 bytes: past max_size, rotation is due
+            assert writer.write({"n": n, "pad": "x" * 40})
+        assert writer.lines_written == 100  # nothing lost while rotation fails
+        assert writer.rotation_failures == 1  # retried in a minute, not at every write
+        assert "Permission denied" in writer.rotation_error
+        await alerts.watch_outputs({"metrics": writer}, now)
+        monkeypatch.setattr(Path, "rename", real_rename)
+        now += 61  # the retry is due
+        writer.write({"n": 100})
+        assert writer.rotations == 1
+        assert writer.rotation_error == ""
+        await alerts.watch_outputs({"metrics": writer}, now)
+        writer.close()
+        events = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+        rotation = [e for e in events if e["rule"] == "output_rotation_failing"]
+        assert [(e["event"], e["severity"]) for e in rotation] == [
+            ("firing", "warning"),
+            ("resolved", "warning"),
+        ]
+        assert rotation[0]["labels"] == {"file": "metrics"}
+        assert "cannot rotate" in rotation[0]["summary"]
+        assert not [e for e in events if e["rule"] == "output_write_failing"]

@@ -123,3 +123,22 @@ def test_a_benchmark_that_fails_is_on_the_page_and_fails_the_run(tmp_path, monke
     assert "## A broken one" in text
     assert "exit 2" in text  # python's status for a missing script
     assert "no figure (exit 2)" in text  # its row in the summary says so
+
+
+def test_the_soak_smoke_runs_and_writes_its_block(tmp_path):
+    """`make soak` runs 30 minutes; this runs it for 25 s on a small database: every check
+    it makes must hold already (the lines accounted for, no leak yet, a clean stop)."""
+    page = tmp_path / "reliability.md"
+    page.write_text("# x\n<!-- soak:begin -->\nold\n<!-- soak:end -->\ntail\n")
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "soak.py"), "--duration", "25", "--work-orders",
+         "2000", "--output", str(page)],
+        capture_output=True, text=True, timeout=240, check=False, cwd=BENCHMARKS.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = page.read_text()
+    assert text.startswith("# x\n<!-- soak:begin -->\nCommand: `python benchmarks/soak.py")
+    assert text.endswith("<!-- soak:end -->\ntail\n")
+    assert "old" not in text
+    assert "| lines written / found |" in text
+    assert "**NOT met**" not in text

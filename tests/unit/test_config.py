@@ -242,6 +242,37 @@ class TestCrossFieldChecks:
         assert problems(rule + rule) == ['test.toml: rules[1].name: duplicate name "r"']
 
 
+class TestUrlCredentialsAndAnAuthorizationHeader:
+    """Both would say who we are; aiohttp refuses such a request, so the config does."""
+
+    @pytest.mark.parametrize(
+        ("collector", "endpoint"),
+        [
+            ('base_url = "http://u:p@127.0.0.1:1"\n', 'headers = { authorization = "Bearer t" }\n'),
+            ('headers = { Authorization = "Bearer t" }\n', 'url = "http://u:p@127.0.0.1:1/x"\n'),
+            ("", 'url = "http://u@127.0.0.1:1/x"\nheaders = { AUTHORIZATION = "Basic x" }\n'),
+        ],
+    )
+    def test_refused_naming_the_endpoint(self, collector, endpoint):
+        (found,) = problems(
+            f'[collectors.api]\n{collector}[[collectors.api.endpoints]]\nname = "e"\n'
+            f'path = "/x"\n{endpoint}'
+        )
+        assert found == (
+            "test.toml: collectors.api: endpoints[0] (e): the URL carries credentials "
+            "(user:password@) and an Authorization header is set too; keep one"
+        )
+
+    def test_either_alone_is_fine(self):
+        one = '[collectors.api]\nbase_url = "http://u:p@127.0.0.1:1"\n'
+        one += '[[collectors.api.endpoints]]\nname = "e"\npath = "/x"\n'
+        assert parse_config(one, env={}).collectors.api is not None
+        other = '[collectors.api]\nbase_url = "http://127.0.0.1:1"\n'
+        other += '[[collectors.api.endpoints]]\nname = "e"\npath = "/x"\n'
+        other += 'headers = { Authorization = "Bearer t" }\n'
+        assert parse_config(other, env={}).collectors.api is not None
+
+
 class TestEnvironment:
     def test_set_variable(self):
         config = parse_config('[daemon]\nhostname = "${HOST_X}"', env={"HOST_X": "web-1"})

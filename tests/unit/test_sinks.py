@@ -229,7 +229,8 @@ class TestWorkerRetries:
     async def test_after_every_retry_failed_and_kept_in_the_outbox(self):
         sink = ScriptedSink([DeliveryError("t", "HTTP 503")] * 10)
         outbox = RecordingOutbox()
-        worker = SinkWorker(log_config(retries=2), sink, outbox)
+        # kept events are sent again every backoff_max: an hour here, so only one round
+        worker = SinkWorker(log_config(retries=2, backoff_max="1h"), sink, outbox)
         worker.start()
         with capture_logs() as logs:
             worker.submit(Delivery(7, event(severity=C), "web1"))
@@ -247,6 +248,46 @@ class TestWorkerRetries:
         assert error["attempts"] == 3
         await worker.stop(0.5)
 
+    async def test_kept_events_are_sent_again_in_order_until_the_receiver_takes_them(self):
+        """A receiver down for longer than every retry: nothing is lost, nothing reordered,
+        and no restart is needed (every backoff_max the kept events go again)."""
+        down = DeliveryError("t", "HTTP 503")
+        sink, outbox = ScriptedSink([down] * 7), RecordingOutbox()
+        worker = SinkWorker(log_config(retries=1, backoff_max="50ms"), sink, outbox)
+        worker.start()
+        with capture_logs() as logs:
+            worker.submit(Delivery(1, event(ts=T0 + 1), "web1"))
+            await until(lambda: worker.stats.failed == 1)
+            worker.submit(Delivery(2, event(ts=T0 + 2), "web1"))  # waits behind the kept one
+            await until(lambda: outbox.delivered_ids == [1, 2])
+        order = [i for _, i in sink.attempts]
+        # 1 fails in rounds of two attempts (6 failures in 3 rounds); in the 4th its retry
+        # gets through; then 2, in order
+        assert order == [1] * 8 + [2], order
+        assert worker.stats.sent == 2
+        assert worker.stats.failed == 1  # counted once, not once per round
+        assert outbox.dropped_ids == []
+        errors = [e for e in logs if e["log_level"] == "error"]
+        assert len(errors) == 1  # the first give-up; later rounds are one warning each
+        assert "sent again every 0.05 s" in errors[0]["event"]
+        again = [e for e in logs if e["event"] == "kept events still cannot be delivered"]
+        assert len(again) == 2  # rounds 2 and 3
+        assert any(e["event"] == "delivered events kept after failing" for e in logs)
+        await worker.stop(0.5)
+
+    async def test_kept_and_queued_events_share_the_queue_bound(self):
+        sink, outbox = ScriptedSink([DeliveryError("t", "down")] * 100), RecordingOutbox()
+        worker = SinkWorker(log_config(retries=0, queue_size=3, backoff_max="1h"), sink, outbox)
+        worker.start()
+        worker.submit(Delivery(1, event(ts=T0 + 1), "web1"))
+        await until(lambda: worker.stats.failed == 1)  # 1 is kept
+        for i in (2, 3, 4):
+            worker.submit(Delivery(i, event(ts=T0 + i), "web1"))
+        assert worker.stats.queued == 3
+        assert worker.stats.dropped == 1
+        assert outbox.dropped_ids == [1]  # the oldest, the kept one, made room
+        await worker.stop(0.1)
+
     async def test_a_bug_in_a_sink_is_a_failure_not_a_dead_worker(self):
         sink = ScriptedSink([TypeError("oops")])
         worker = SinkWorker(log_config(retries=0), sink, RecordingOutbox())
@@ -254,7 +295,7 @@ class TestWorkerRetries:
         with capture_logs() as logs:
             for d in deliveries(2):
                 worker.submit(d)
-            await until(lambda: worker.stats.sent == 1)
+            await until(lambda: worker.stats.sent == 2)  # 1 kept after the bug, sent again
         assert worker.stats.failed == 1
         assert any(e.get("error") == "TypeError: oops" for e in logs)
         await worker.stop(0.5)
