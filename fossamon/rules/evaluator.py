@@ -32,7 +32,14 @@ from fossamon.model import (
     fingerprint,
     format_series,
 )
-from fossamon.rules.windows import PERCENTILES, aggregate, matches, predict, quantile
+from fossamon.rules.windows import (
+    LINE_AGGREGATES,
+    PERCENTILES,
+    aggregate,
+    fit_line,
+    matches,
+    quantile,
+)
 from fossamon.units import format_duration, format_value
 
 if TYPE_CHECKING:
@@ -218,14 +225,29 @@ class Rule:
             ordered = series.sorted_since(now - window, window)
             if ordered is not None:
                 return quantile(ordered, self.percent) if ordered else None
-        points = series.since(now - window)
-        if config.aggregate == "predict":
-            # A line through a few seconds of points, read a day ahead, is noise times 10^4:
-            # extrapolate only from at least half the window.
-            if not points or points[-1][0] - points[0][0] < window / 2:
-                return None
-            return predict(points, now + (config.predict_ahead or 0.0))
-        return aggregate(config.aggregate, points)
+        if config.aggregate in LINE_AGGREGATES:
+            return self._line_value(series, now, window)
+        return aggregate(config.aggregate, series.since(now - window))
+
+    def _line_value(self, series: SeriesWindow, now: float, window: float) -> float | None:
+        """slope, or predict: the least-squares line, from the sums the series keeps."""
+        config = self.config
+        start = now - window
+        try:
+            fit = series.fit_since(start, window)
+        except LookupError:  # the sums cannot be kept (a NaN in the window): a pass over it
+            fit = fit_line(series.since(start))
+        if fit is None:
+            return None
+        origin, slope, intercept = fit
+        if config.aggregate == "slope":
+            return slope
+        # A line through a few seconds of points, read a day ahead, is noise times 10^4:
+        # extrapolate only from at least half the window.
+        first, last = series.first_since(start), series.last
+        if first is None or last is None or last[0] - first[0] < window / 2:
+            return None
+        return intercept + slope * (now + (config.predict_ahead or 0.0) - origin)
 
 
 # --- the pure core ---------------------------------------------------------------------------

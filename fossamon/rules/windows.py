@@ -39,8 +39,63 @@ class _SortedTail:
     values: list[float]
 
 
+@dataclass(slots=True)
+class _FitTail:
+    """The least-squares sums of a window's points from index `skip` on, x measured from
+    `origin` (near the window, so that x*x stays small and the sums exact enough). Kept as
+    points come and go, so a slope or a prediction over a 6 h window of 2,160 points costs a
+    few arithmetic operations, not a pass over them (that pass was most of a cycle's CPU)."""
+
+    skip: int
+    origin: float
+    n: int = 0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+    updates: int = 0  # since the sums were last computed afresh (rounding error grows)
+
+    def add(self, ts: float, value: float) -> None:
+        x = ts - self.origin
+        self.n += 1
+        self.sx += x
+        self.sy += value
+        self.sxx += x * x
+        self.sxy += x * value
+        self.updates += 1
+
+    def remove(self, ts: float, value: float) -> None:
+        x = ts - self.origin
+        self.n -= 1
+        self.sx -= x
+        self.sy -= value
+        self.sxx -= x * x
+        self.sxy -= x * value
+        self.updates += 1
+
+    def line(self) -> tuple[float, float, float] | None:
+        """(origin, slope per second, intercept at the origin), as `fit_line` gives it."""
+        n = self.n
+        if n < 2:
+            return None
+        mean_x = self.sx / n
+        spread = self.sxx - self.sx * mean_x
+        if spread <= 0:
+            return None
+        slope = (self.sxy - mean_x * self.sy) / spread
+        return self.origin, slope, self.sy / n - slope * mean_x
+
+
+def _fresh_fit(points: deque[Point], skip: int) -> _FitTail:
+    tail = _FitTail(skip, points[skip][0] if skip < len(points) else 0.0)
+    for ts, value in itertools.islice(points, skip, None):
+        tail.add(ts, value)
+    tail.updates = 0
+    return tail
+
+
 class SeriesWindow:
-    __slots__ = ("_nan", "_tails", "points", "readers", "retention")
+    __slots__ = ("_fits", "_nan", "_tails", "points", "readers", "retention")
 
     def __init__(self, retention: float) -> None:
         self.retention = retention
@@ -49,6 +104,8 @@ class SeriesWindow:
         # sorted as points come and go (insort/delete: O(log n) to find, a memmove to move),
         # so a p95 is an index instead of a sort of the whole window per evaluation.
         self._tails: dict[float, _SortedTail] = {}
+        # Per window length a slope or predict rule asked about: its least-squares sums.
+        self._fits: dict[float, _FitTail] = {}
         self._nan = 0  # NaNs have no order: while one is stored, percentiles sort per call
         # The evaluator's note of which of its rules read this series (for which rule list):
         # kept here so that it lives and dies with the series. History never looks at it.
@@ -60,20 +117,30 @@ class SeriesWindow:
             if ts < points[-1][0]:
                 return  # out of order (clock stepped back): keep the window sorted
             if len(points) == MAX_POINTS:  # what the deque's maxlen would drop, unseen by tails
-                self._untrack(points.popleft()[1])
+                oldest = points.popleft()
+                self._untrack(oldest[1])
+                self._unfit(oldest)
         points.append((ts, value))
-        tails = self._tails
+        tails, fits = self._tails, self._fits
         if value != value:  # noqa: PLR0124 - NaN, without a function call per point
             self._nan += 1
             tails.clear()
-        elif tails:
-            for tail in tails.values():
-                insort(tail.values, value)
+            fits.clear()
+        elif tails or fits:
+            self._track(ts, value)
         horizon = ts - self.retention
         while len(points) > 1 and points[0][0] < horizon:
-            oldest = points.popleft()[1]
-            if tails or self._nan:  # most series keep no tails, most of the time
-                self._untrack(oldest)
+            oldest = points.popleft()
+            if tails or fits or self._nan:  # most series keep neither, most of the time
+                self._untrack(oldest[1])
+                self._unfit(oldest)
+
+    def _track(self, ts: float, value: float) -> None:
+        """A point came: into the sorted tails and the fits."""
+        for tail in self._tails.values():
+            insort(tail.values, value)
+        for fit in self._fits.values():
+            fit.add(ts, value)
 
     def _untrack(self, value: float) -> None:
         """A point left: out of the tails it was in."""
@@ -86,8 +153,59 @@ class SeriesWindow:
             else:
                 del tail.values[bisect_left(tail.values, value)]
 
+    def _unfit(self, point: Point) -> None:
+        for fit in self._fits.values():
+            if fit.skip:
+                fit.skip -= 1
+            else:
+                fit.remove(*point)
+
     def drop_tails(self) -> None:
         self._tails.clear()
+        self._fits.clear()
+
+    def fit_since(self, start: float, window: float) -> tuple[float, float, float] | None:
+        """`fit_line(since(start))`, from sums kept up to date between calls for each `window`
+        (start = now - window): (origin, slope, intercept), or None as `fit_line` says. Raises
+        LookupError when they cannot be kept (a NaN stored, or too many windows asked for):
+        use `fit_line(since(start))` then."""
+        if self._nan:
+            raise LookupError("a NaN is stored")
+        points = self.points
+        fit = self._fits.get(window)
+        if fit is None:
+            if len(self._fits) >= MAX_SORTED_TAILS:
+                raise LookupError("too many windows")
+            fit = self._fits[window] = _fresh_fit(points, self._first_at(start))
+        skip = fit.skip
+        while skip < len(points) and points[skip][0] < start:  # the window moved on
+            fit.remove(*points[skip])
+            skip += 1
+        while skip and points[skip - 1][0] >= start:  # asked about an earlier `now`
+            skip -= 1
+            fit.add(*points[skip])
+        fit.skip = skip
+        # Afresh now and then: when the origin has fallen far behind the window (x grows, and
+        # with it the rounding of x*x), or after many updates (each one rounds a little).
+        stale = skip < len(points) and points[skip][0] - fit.origin > 2 * window
+        if stale or fit.updates > 4 * max(fit.n, 64):
+            fit = self._fits[window] = _fresh_fit(points, skip)
+        return fit.line()
+
+    def first_since(self, start: float) -> Point | None:
+        """The oldest point with ts >= start (the window is sorted; most start at index 0)."""
+        for point in self.points:
+            if point[0] >= start:
+                return point
+        return None
+
+    def _first_at(self, start: float) -> int:
+        skip = 0
+        for ts, _ in self.points:
+            if ts >= start:
+                break
+            skip += 1
+        return skip
 
     def since(self, start: float) -> list[Point]:
         """Points with ts >= start (the window is sorted, so scan from the newest)."""
@@ -223,7 +341,10 @@ def _rate(points: Sequence[Point]) -> float | None:
     return increase / span if span > 0 else None
 
 
-def _fit(points: Sequence[Point]) -> tuple[float, float, float] | None:
+LINE_AGGREGATES = frozenset({"slope", "predict"})  # read from SeriesWindow.fit_since
+
+
+def fit_line(points: Sequence[Point]) -> tuple[float, float, float] | None:
     """The least-squares line (origin, slope per second, intercept at the origin)."""
     if len(points) < 2:
         return None
@@ -237,13 +358,13 @@ def _fit(points: Sequence[Point]) -> tuple[float, float, float] | None:
 
 def _slope(points: Sequence[Point]) -> float | None:
     """Least-squares change per second."""
-    fit = _fit(points)
+    fit = fit_line(points)
     return None if fit is None else fit[1]
 
 
 def predict(points: Sequence[Point], at: float) -> float | None:
     """The least-squares line through `points`, read at time `at` ("full within 24 h?")."""
-    fit = _fit(points)
+    fit = fit_line(points)
     if fit is None:
         return None
     origin, slope, intercept = fit

@@ -8,7 +8,7 @@ import pytest
 
 from fossamon.model import Batch, Sample, make_labels
 from fossamon.rules import windows
-from fossamon.rules.windows import History, SeriesWindow, aggregate
+from fossamon.rules.windows import History, SeriesWindow, aggregate, fit_line
 
 
 def pts(*values: float, step: float = 1.0, start: float = 0.0) -> list[tuple[float, float]]:
@@ -203,3 +203,43 @@ class TestSortedTails:
         assert window.sorted_since(0.0, 10.0) is None
         window.add(13.0, 1.0)  # the NaN (and the 3.0) are older than 10 s now
         assert window.sorted_since(3.0, 10.0) == [1.0]
+
+
+class TestLineSumsKeptUpToDate:
+    """SeriesWindow.fit_since keeps least-squares sums as points come and go: it must give
+    what a pass over the window gives (fit_line), whatever the order of calls."""
+
+    @pytest.mark.parametrize("seed", range(40))
+    def test_agrees_with_a_pass_over_the_window(self, seed):
+        rng = random.Random(seed)
+        window = rng.choice([60.0, 600.0, 21600.0])
+        series = SeriesWindow(retention=window * rng.choice([1.0, 1.5]))
+        ts = 1_800_000_000.0
+        for step in range(rng.randint(50, 600)):
+            ts += rng.choice([0.0, 1.0, 10.0, window / 7])
+            series.add(ts, rng.uniform(0, 100) + step * rng.uniform(-0.01, 0.01))
+            if rng.random() < 0.3:
+                now = ts - rng.choice([0.0, 0.0, window / 10])  # now and then an earlier `now`
+                start = now - window
+                expected = fit_line([p for p in series.points if p[0] >= start])
+                got = series.fit_since(start, window)
+                if expected is None:
+                    assert got is None
+                    continue
+                assert got is not None
+                at = now + 86400.0  # compare the lines where predict reads them
+                e_origin, e_slope, e_intercept = expected
+                g_origin, g_slope, g_intercept = got
+                assert g_slope == pytest.approx(e_slope, rel=1e-6, abs=1e-12)
+                assert g_intercept + g_slope * (at - g_origin) == pytest.approx(
+                    e_intercept + e_slope * (at - e_origin), rel=1e-6, abs=1e-6
+                )
+
+    def test_a_nan_makes_the_caller_take_a_pass(self):
+        series = SeriesWindow(retention=60.0)
+        for n in range(10):
+            series.add(1_800_000_000.0 + n, float(n))
+        assert series.fit_since(1_800_000_000.0 - 60, 60.0) is not None
+        series.add(1_800_000_010.0, float("nan"))
+        with pytest.raises(LookupError):
+            series.fit_since(1_800_000_010.0 - 60, 60.0)
