@@ -84,6 +84,7 @@ HELP = {
     "db_query_rows": "Rows the query read (at most max_rows).",
     "db_query_truncated": "1 when the query had more rows than max_rows.",
     "db_query_value": "First column of the query's first row.",
+    "db_query_ok": "1 when the query ran (and gave its value), 0 when it failed.",
     "fossamon_sink_queue_depth": "Alert events waiting in the sink's queue.",
     "fossamon_sink_sent_total": "Alert events the sink delivered.",
     "fossamon_sink_failed_total": "Alert events the sink gave up on after every retry.",

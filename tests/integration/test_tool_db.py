@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -142,28 +143,41 @@ def with_wal_writer(path: Path) -> sqlite3.Connection:
     return app
 
 
+# Forks and execs the command, waits for it, and reports its exit status and ru_maxrss. Linux
+# counts in a child's ru_maxrss the RSS of the process it was forked from (the copy it was
+# until exec): forked from pytest, which grows past 150 MB over the whole suite, every child
+# would seem that big. Forked from this small launcher, it is measured as itself.
+LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_maxrss]))
+"""
+
+
 def run_measured(*args: str | Path, timeout: float = 90) -> tuple[int, str, int, float]:
-    """Run fossamon; its exit status, stdout, peak RSS (bytes, from wait4's rusage of this
-    one child) and wall time."""
+    """Run fossamon; its exit status, stdout, peak RSS (bytes, from wait4's rusage of that
+    one process, forked from a small launcher) and wall time."""
     env = {k: v for k, v in os.environ.items() if k != "FOSSAMON_CONFIG"}
+    command = [sys.executable, "-m", "fossamon", *map(str, args)]
     with tempfile.TemporaryFile() as out:
         started = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fossamon", *map(str, args)], stdout=out, env=env
-        )
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - started > timeout:
-                proc.kill()
-                proc.wait()
-                pytest.fail(f"fossamon {args} ran over {timeout}s")
-            time.sleep(0.02)
+        launcher = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, *command],
+            stdout=out, stderr=subprocess.PIPE, env=env, start_new_session=True,
+        )  # fmt: skip
+        try:
+            _, err = launcher.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and the command
+            launcher.wait()
+            pytest.fail(f"fossamon {args} ran over {timeout}s")
         elapsed = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
+        status, maxrss = json.loads(err.decode().strip().splitlines()[-1])
         out.seek(0)
-        return proc.returncode, out.read().decode(), usage.ru_maxrss * 1024, elapsed
+        return status, out.read().decode(), maxrss * 1024, elapsed
 
 
 class TestAnalyze:

@@ -41,21 +41,22 @@ METRIC_LINE = json.dumps(
 
 CONFIG = r"""
 [collectors.api]
-base_url = "https://monitor:ApiPassw0rd@api.example.org"
-headers = { Authorization = "Bearer api-token-123456", Accept = "application/json" }
+base_url = "https://api.example.org"
+headers = { Accept = "application/json" }
 
 [[collectors.api.endpoints]]
 name = "health"
 path = "/health?access_token=pathtoken99&verbose=1"
 
 [collectors.api.endpoints.headers]
+Authorization = "Bearer api-token-123456"
 "X-Api-Key" = "endpoint-key-777"
 Cookie = "session=cookie-val-42"
 "X-Trace" = "on-call"
 
 [[collectors.api.endpoints]]
 name = "login"
-url = "https://api.example.org/login?sig=abcd1234&page=2"
+url = "https://monitor:ApiPassw0rd@api.example.org/login?sig=abcd1234&page=2"
 json = { user = "probe", password = "json-passw0rd" }
 
 [[sinks]]
