@@ -6,8 +6,9 @@
     GET /          a small status page (fossamon.web.page)
 
 Bound to loopback by default. For a wider bind, `[exporter] bearer_token` or basic auth
-protects every path (compared in constant time); `fossamon check` warns loudly about a
-non-loopback bind without either. Every body goes through fossamon.redact before it leaves.
+protects every path (compared in constant time); a non-loopback bind without either is a
+config error unless `allow_unauthenticated = true` (and `fossamon check` warns loudly about
+it then). Every body goes through fossamon.redact before it leaves.
 HTTP itself (parsing, keep-alive, limits) is fossamon.web.protocol's.
 """
 
