@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from daemon_harness import Daemon, start_daemon
+from faults_support import without_root_bypass
 from support import daemon_head
 
 if TYPE_CHECKING:
@@ -59,14 +60,6 @@ def write_bad(config: Path, name: str) -> None:
         config.chmod(0)
         return
     config.write_text(text)
-
-
-def without_root_bypass() -> list[str]:
-    """A prefix that runs the daemon without the capabilities that let root read any file,
-    so "unreadable" means unreadable (empty when not root: mode 0 is enough)."""
-    if os.geteuid() != 0:
-        return []
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 async def start(config: Path, tmp_path: Path, env: dict[str, str] | None = None) -> Daemon:

@@ -23,6 +23,7 @@ from faults_support import (
     assert_nothing_lost,
     errors_of,
     runs,
+    without_root_bypass,
 )
 from support import daemon_head
 
@@ -196,13 +197,6 @@ MATRIX: dict[str, Row] = {
         "readonly_shm", "db_down", {}, wal_in_read_only_folder, None, writable_folder
     ),
 }
-
-
-def without_root_bypass() -> list[str]:
-    """Root ignores a folder's mode; without these capabilities it does not."""
-    if os.geteuid() != 0:
-        return []
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 def target_of(row: Row, rig: Rig) -> str:

@@ -8,11 +8,17 @@ import json
 import os
 import shutil
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from daemon_harness import start_daemon
-from faults_support import INTERVAL, alert_events, assert_cadence_kept, assert_nothing_lost
+from faults_support import (
+    INTERVAL,
+    alert_events,
+    assert_cadence_kept,
+    assert_nothing_lost,
+    ts,
+    without_root_bypass,
+)
 from support import daemon_head
 
 if TYPE_CHECKING:
@@ -52,7 +58,7 @@ async def test_folder_removed_lines_go_to_a_new_file_none_to_the_lost_one(tmp_pa
     written = assert_nothing_lost(daemon, elsewhere=len(in_lost))
     assert written == len(in_lost) + len(new) + len(daemon.lines(daemon.alerts))
     # nothing written after the removal went into the file nobody can reach any more
-    late = [line for line in in_lost if _ts(line) > removed_at + 0.05]
+    late = [line for line in in_lost if ts(line) > removed_at + 0.05]
     assert late == [], f"{len(late)} lines written into the removed file"
     assert_cadence_kept(daemon, "system")
 
@@ -64,12 +70,11 @@ async def test_permissions_revoked_rotation_warns_nothing_is_lost_and_it_recover
     open file is still written, every line kept, but it cannot be rotated, which
     `output_rotation_failing` says, until the folder is writable again."""
     need(os.geteuid() != 0 or shutil.which("setpriv") is not None, "setpriv (util-linux)")
-    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
     daemon = await start(
         tmp_path,
         notify,
         'max_size = "4KiB"\ncompress = false\n',
-        prefix if os.geteuid() == 0 else [],
+        without_root_bypass(),
     )
     folder = daemon.metrics.parent
     await daemon.wait_for(lambda: len(daemon.lines()) >= 2, what="the first runs")
@@ -96,7 +101,3 @@ async def test_permissions_revoked_rotation_warns_nothing_is_lost_and_it_recover
     assert archived  # rotation works again
     found = sum(len(path.read_text().splitlines()) for path in archived)
     assert_nothing_lost(daemon, elsewhere=found)
-
-
-def _ts(line: dict) -> float:
-    return datetime.fromisoformat(line["ts"]).timestamp()

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from daemon_harness import start_daemon
 from faults_support import INTERVAL, errors_of, runs
-from support import daemon_head
+from support import daemon_head, free_port
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -67,14 +67,6 @@ async def service():
     port = runner.addresses[0][1]
     yield f"http://127.0.0.1:{port}", port, seen
     await runner.cleanup()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get(url: str, token: str) -> tuple[str, str]:
