@@ -39,6 +39,7 @@ from fossamon.overview import load_checked
 from fossamon.overview import warnings as config_warnings
 from fossamon.pipeline import Pipeline
 from fossamon.redact import set_secrets_from_config
+from fossamon.rlimits import descriptors_needed, fit_open_files_limit
 from fossamon.rules.evaluator import Evaluator
 from fossamon.rules.windows import History
 from fossamon.scheduling import CollectorScheduler
@@ -187,6 +188,7 @@ class Daemon:
                 log.error("cannot start: the exporter cannot listen", error=str(exc))
                 return EX_UNAVAILABLE
             self._log_warnings(self.config)
+            self._fit_open_files(self.config)
             self._start_collectors()
             self._write_state()
             loop = asyncio.get_running_loop()
@@ -495,6 +497,7 @@ class Daemon:
         """Apply `new`. Everything that can fail (opening files, building collectors) happens
         before anything changes, so a failure leaves the running config whole."""
         old = self.config
+        self._fit_open_files(new)  # before the new collectors open their first sockets
         workers = self.alerts.prepare_sinks(new)
         rebuilt = self._build_changed_collectors(old, new)
         await self._configure_web(new.exporter)
@@ -604,6 +607,22 @@ class Daemon:
             except OSError as exc:
                 log.error("cannot reopen output file", path=str(writer.path), error=str(exc))
         log.info("output files reopened")
+
+    def _fit_open_files(self, config: Config) -> None:
+        """Raise the soft open-files limit to what `config` can hold open (see rlimits)."""
+        limit = fit_open_files_limit(descriptors_needed(config))
+        if limit.raised:
+            log.info("open-files limit raised", soft=limit.soft, was=limit.soft_before)
+        if not limit.enough:
+            log.warning(
+                "open-files limit below what the config can hold open; probes past it fail "
+                "as 'Too many open files' (raise LimitNOFILE= in a drop-in, or lower "
+                "collectors.api.max_concurrency)",
+                needed=limit.needed,
+                soft=limit.soft,
+                hard=limit.hard,
+                error=limit.error,
+            )
 
     def _log_warnings(self, config: Config) -> None:
         try:

@@ -95,6 +95,14 @@ class Daemon:
         self.metrics = tmp_path / "out" / "metrics.jsonl"
         self.alerts = tmp_path / "out" / "alerts.jsonl"
         self.stderr = b""
+        self._stderr_read: asyncio.Task[bytes] | None = None
+
+    def keep_reading_stderr(self) -> None:
+        """Read the log as it comes (it is `stderr` after `stop()`). For a daemon that logs
+        more than the pipe holds (64 KiB, and the reader's buffer): unread, it would block on
+        its next log line."""
+        assert self.proc.stderr is not None
+        self._stderr_read = asyncio.get_running_loop().create_task(self.proc.stderr.read())
 
     def lines(self, path: Path | None = None) -> list[dict]:
         target = path or self.metrics
@@ -113,15 +121,17 @@ class Daemon:
             await asyncio.sleep(0.05)
         detail = ""
         if self.proc.returncode is not None and self.proc.stderr is not None:
-            detail = (await self.proc.stderr.read()).decode()[-2000:]
+            detail = (await (self._stderr_read or self.proc.stderr.read())).decode()[-2000:]
         pytest.fail(f"{what} not reached within {timeout}s; rc={self.proc.returncode} {detail}")
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> tuple[int, float]:
         began = time.monotonic()
         self.proc.send_signal(sig)
-        await asyncio.wait_for(self.proc.wait(), timeout)
         assert self.proc.stderr is not None
-        self.stderr = await self.proc.stderr.read()
+        # read while waiting: the pipe's reader stops reading once its buffer is full, and
+        # the exit is seen only at the pipe's end, so a chatty daemon would never seem to exit
+        read = self._stderr_read or self.proc.stderr.read()
+        self.stderr, _ = await asyncio.wait_for(asyncio.gather(read, self.proc.wait()), timeout)
         return self.proc.returncode or 0, time.monotonic() - began
 
 

@@ -53,12 +53,14 @@ def worst_gap(lines: list[dict[str, Any]]) -> float:
     return max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
 
 
-def assert_cadence_kept(daemon: Daemon, collector: str, slack: float = 3.0) -> None:
+def assert_cadence_kept(
+    daemon: Daemon, collector: str, slack: float = 3.0, interval: float = INTERVAL
+) -> None:
     """No run of `collector` was missed: never more than `slack` intervals between two."""
     found = runs(daemon, collector)
     assert len(found) >= 3, f"only {len(found)} {collector} runs"
     gap = worst_gap(found)
-    assert gap <= slack * INTERVAL, f"{collector}: {gap:.2f} s between two runs"
+    assert gap <= slack * interval, f"{collector}: {gap:.2f} s between two runs"
 
 
 def assert_nothing_lost(daemon: Daemon, elsewhere: int = 0) -> int:
