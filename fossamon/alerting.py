@@ -299,6 +299,15 @@ class AlertDispatcher:
         if workers is not None:
             await self.replace_sinks(workers, config, now)
 
+    def shift(self, step: float) -> None:
+        """The wall clock stepped by `step` (see fossamon.clock): the times kept here move
+        with it, or a step back would hold the next save and silence read for as long."""
+        if self._saved_at:
+            self._saved_at += step
+        if self._silences_read_at:
+            self._silences_read_at += step
+        self._output_failing = {key: since + step for key, since in self._output_failing.items()}
+
     # --- per batch of events -------------------------------------------------------------
 
     async def refresh_silences(self, now: float, *, force: bool = False) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from fossamon.alerting import AlertDispatcher, collected_series, no_data_defaults
+from fossamon.clock import WallClock
 from fossamon.collectors.base import (
     build_collectors,
     collector_class,
@@ -139,6 +140,7 @@ class Daemon:
             self.metrics_out,
             self.alerts,
             [self.live, *observers],
+            clock=WallClock(),
         )
         self.pipeline.evaluation_timer = self.live.evaluation_seconds.observe
         self.web: WebServer | None = None  # built when the config turns the exporter on
@@ -328,6 +330,7 @@ class Daemon:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             due = next_tick(max(time.monotonic(), due), ALERT_TICK)
             try:
+                self.pipeline.follow_clock()  # before the output checks read the time
                 outputs = {"metrics": self.metrics_out, "alerts": self.alerts_out}
                 for writer in outputs.values():
                     # rotation on schedule, written to or not; fsync when due; never waits

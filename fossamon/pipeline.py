@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from fossamon.alerting import AlertDispatcher
+    from fossamon.clock import WallClock
     from fossamon.model import AlertEvent, Batch, SeriesKey
     from fossamon.rules.evaluator import Evaluator
     from fossamon.rules.windows import History
@@ -39,8 +40,13 @@ class Pipeline:
         metrics_out: LineOutput | None,
         alerts: AlertDispatcher,
         observers: Sequence[BatchObserver] = (),
+        *,
+        clock: WallClock | None = None,
     ) -> None:
+        """`clock`: follow steps of the wall clock (the daemon's); without one, batches and
+        ticks are taken at their word (tests replaying a history)."""
         self.host = host
+        self.clock = clock
         self.history = history
         self.evaluator = evaluator
         self.metrics_out = metrics_out
@@ -52,15 +58,19 @@ class Pipeline:
     async def ingest(self, batch: Batch) -> list[AlertEvent]:
         if self.metrics_out is not None:
             self.metrics_out.write(batch.to_json(self.host), free_text=batch.has_free_text)
-        self.history.add_batch(batch)
+        ts = batch.ts
+        if self.clock is not None:
+            self.follow_clock()
+            ts = self.clock.current(ts, batch.duration)
+        self.history.add_batch(batch, ts)
         began = time.perf_counter()
         try:
-            events = self.evaluator.evaluate(batch.ts, self.history, {s.key for s in batch.samples})
+            events = self.evaluator.evaluate(ts, self.history, {s.key for s in batch.samples})
         except Exception:  # a bug in a rule must not cost the next batches their evaluation
             log.exception("rule evaluation failed", collector=batch.collector)
             events = []
         self._timed(began)
-        await self.alerts.publish(events, batch.ts)
+        await self.alerts.publish(events, ts)
         for observer in self.observers:
             try:
                 observer(batch, events)
@@ -70,6 +80,7 @@ class Pipeline:
 
     async def tick(self, now: float) -> list[AlertEvent]:
         """Time passing: missing data, repeats, flap release, silences that came or went."""
+        self.follow_clock()  # `now` was read just before: the step, if any, is in it
         await self.alerts.refresh_silences(now)
         began = time.perf_counter()
         try:
@@ -80,6 +91,20 @@ class Pipeline:
         self._timed(began)
         await self.alerts.publish(events, now)
         return events
+
+    def follow_clock(self) -> None:
+        """Move the times the windows, the evaluator and the dispatcher keep by a step of the
+        wall clock, if it took one (see fossamon.clock)."""
+        step = self.clock.step() if self.clock is not None else 0.0
+        if not step:
+            return
+        log.warning(
+            "the wall clock stepped; windows and alert timers moved with it",
+            step=f"{step:+.3f}s",
+        )
+        self.history.shift(step)
+        self.evaluator.shift(step)
+        self.alerts.shift(step)
 
     def _timed(self, began: float) -> None:
         if self.evaluation_timer is not None:

@@ -634,6 +634,24 @@ class Evaluator:
             )
         return events
 
+    def shift(self, step: float) -> None:
+        """The wall clock stepped by `step`: every time a state keeps moves with it, so what
+        was pending for 10 s still has been, and the store gets the moved times."""
+
+        def moved(at: float | None) -> float | None:
+            return None if at is None else at + step
+
+        for key, s in self.states.items():
+            self.states[key] = s._replace(
+                since=s.since + step if s.since else s.since,
+                pending_since=moved(s.pending_since),
+                recovering_since=moved(s.recovering_since),
+                last_data=moved(s.last_data),
+                last_sent=s.last_sent + step if s.last_sent else s.last_sent,
+                changes=tuple(at + step for at in s.changes),
+            )
+            self._dirty.add(key)
+
     def take_changes(self) -> dict[str, dict[str, Any] | None]:
         """States changed since the last call, by fingerprint (None: forget it)."""
         out: dict[str, dict[str, Any] | None] = {}

@@ -135,6 +135,13 @@ class SeriesWindow:
                 self._untrack(oldest[1])
                 self._unfit(oldest)
 
+    def shift(self, step: float) -> None:
+        """The wall clock stepped by `step`: the points move with it (the least-squares sums
+        are kept relative to their origin, which moves too)."""
+        self.points = deque(((ts + step, value) for ts, value in self.points), maxlen=MAX_POINTS)
+        for fit in self._fits.values():
+            fit.origin += step
+
     def _track(self, ts: float, value: float) -> None:
         """A point came: into the sorted tails and the fits."""
         for tail in self._tails.values():
@@ -263,9 +270,11 @@ class History:
         self._by_metric: dict[str, dict[Labels, SeriesWindow]] = {}
         self.by_collector: dict[str, set[SeriesKey]] = {}
 
-    def add_batch(self, batch: Batch) -> None:
+    def add_batch(self, batch: Batch, ts: float | None = None) -> None:
+        """The batch's samples, at `ts` (default: the batch's own)."""
         owned = self.by_collector.setdefault(batch.collector, set())
-        series, ts, isfinite = self.series, batch.ts, math.isfinite
+        series, isfinite = self.series, math.isfinite
+        ts = batch.ts if ts is None else ts
         for sample in batch.samples:
             value = sample.value
             if not isfinite(value):
@@ -287,6 +296,11 @@ class History:
             self._by_metric.get(name, {}).pop(labels, None)
         for owned in self.by_collector.values():
             owned.difference_update(keys)
+
+    def shift(self, step: float) -> None:
+        """The wall clock stepped by `step` (see fossamon.clock)."""
+        for window in self.series.values():
+            window.shift(step)
 
     def set_retention(self, retention: Mapping[str, float]) -> None:
         """Apply new rule windows (a reload) without dropping what is already stored."""

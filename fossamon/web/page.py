@@ -50,10 +50,11 @@ def sparklines(live: LiveView, now: float) -> dict[str, Points]:
 
 
 def _api_p95(trails: dict[SeriesKey, SeriesTrail], now: float) -> Points:
-    """p95 over every endpoint's readings in the 5 minutes up to each API reading time (of
-    the hour the trails hold: the first points of the hour see a shorter window), at most
-    one point per P95_STEP (and the last): an hour of 500 ms readings cost 180 ms of the
-    event loop per page view when every reading got its own percentile.
+    """p95 over every endpoint's points in the 5 minutes up to each API point's time (of the
+    hour the trails hold: the first points of the hour see a shorter window; a point is a
+    reading, or the mean of those less than 5 s apart), at most one point per P95_STEP (and
+    the last): an hour of 500 ms readings cost 180 ms of the event loop per page view when
+    every reading got its own percentile.
 
     One pass over the readings in time order with a sorted window (insort in, bisect out), so
     the library percentile's own sort sees sorted data and an hour costs little."""

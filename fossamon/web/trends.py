@@ -2,9 +2,15 @@
 
 The runbook's trend report is average, median, maximum, slope and "increasing?" of CPU,
 memory, disk, API latency and query time. Here it runs over two spans of each series: its
-last 10 readings (cycles) and its last hour, from values kept in memory (three `array('d')`
-per series: 24 bytes a reading, about 9 KB for an hour of a 10 s series). The status page
+last 10 readings (cycles) and its last hour, from values kept in memory. The status page
 draws its sparklines from the same values.
+
+The hour is kept as points at least `SPACING` (5 s) apart: readings that come faster are
+merged into the point they fall in (its mean; the hour's maximum is kept exactly, from each
+point's peak; `count` counts readings). An hour is at most 720 points whatever the interval:
+36 bytes a point in five `array`s, 26 KB a series, where every reading of a 1 s collector
+kept 86 KB and took the hour to get there (the soak's RSS slope, issue 9). At the default
+intervals (15 s and more) every reading is a point of its own.
 
 Which series: the metrics in `TREND_METRICS`, at most `MAX_SERIES` of them (the first ones
 seen): a thousand endpoints must not cost a thousand hours of readings.
@@ -17,6 +23,7 @@ import operator
 import statistics
 from array import array
 from bisect import bisect_left, insort
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,6 +49,7 @@ MAX_SERIES = 100
 # span: noise around a flat line must not read as a trend.
 RISE_SHARE = 0.01
 REBASE_AFTER = 86400.0
+SPACING = 5.0  # seconds between the hour's points, at least
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,45 +98,77 @@ def _slope(times: list[float], values: list[float], average: float) -> float:
 
 
 class SeriesTrail:
-    """One series' readings within the last hour, oldest first, with what the hour's trend
-    needs kept up to date as readings come and go: the values in sorted order (median, max)
-    and the sums of a least-squares fit. So a /status costs the same whatever the interval:
-    the sums are O(1) to read, where recomputing an hour of 1 s readings of 100 series took
-    200 ms of the event loop."""
+    """One series' points within the last hour, oldest first (see the module docstring), with
+    what the hour's trend needs kept up to date as points come, grow and go: the values in
+    sorted order (median) and the sums of a least-squares fit. So a /status costs the same
+    whatever the interval: the sums are O(1) to read, where recomputing an hour of 1 s
+    readings of 100 series took 200 ms of the event loop. The last 10 readings are kept as
+    they came, for the "last 10" trend."""
 
-    __slots__ = ("_origin", "_sums", "ordered", "times", "values")
+    __slots__ = (
+        "_origin",
+        "_recent",
+        "_sums",
+        "counts",
+        "ordered",
+        "peaks",
+        "times",
+        "values",
+    )
 
     def __init__(self) -> None:
-        self.times = array("d")
-        self.values = array("d")
-        self.ordered = array("d")  # the same values, sorted
+        self.times = array("d")  # when each point's first reading came
+        self.values = array("d")  # the mean of its readings
+        self.peaks = array("d")  # the largest of them
+        self.counts = array("I")  # how many
+        self.ordered = array("d")  # the values, sorted
+        self._recent: deque[tuple[float, float]] = deque(maxlen=RECENT_CYCLES)
         self._origin = 0.0  # times are summed relative to it (precision)
         self._sums = [0.0, 0.0, 0.0, 0.0]  # of t, v, t*t, t*v, with t = time - origin
 
     def add(self, ts: float, value: float) -> None:
-        if self.times and ts < self.times[-1]:
+        if self.times and ts < self._recent[-1][0]:
             # The wall clock stepped back: what came before is no timeline any more. Start
             # over, rather than ignore every reading until the clock is back where it was.
-            for column in (self.times, self.values, self.ordered):
+            for column in (self.times, self.values, self.peaks, self.counts, self.ordered):
                 del column[:]
-        if not self.times or ts - self._origin > REBASE_AFTER:
-            self._rebase(ts)
-        self.times.append(ts)
-        self.values.append(value)
-        insort(self.ordered, value)
-        self._count(ts, value, 1.0)
+            self._recent.clear()
+        self._recent.append((ts, value))
+        if self.times and ts - self.times[-1] < SPACING:
+            self._merge(value)
+        else:
+            if not self.times or ts - self._origin > REBASE_AFTER:
+                self._rebase(ts)
+            self.times.append(ts)
+            self.values.append(value)
+            self.peaks.append(value)
+            self.counts.append(1)
+            insort(self.ordered, value)
+            self._count(ts, value, 1.0)
         self.expire(ts)
 
+    def _merge(self, value: float) -> None:
+        """Into the last point: its mean, peak and count, and what they are part of."""
+        old, count, at = self.values[-1], self.counts[-1], self.times[-1]
+        mean = old + (value - old) / (count + 1)
+        del self.ordered[bisect_left(self.ordered, old)]
+        insort(self.ordered, mean)
+        self._count(at, old, -1.0)
+        self._count(at, mean, 1.0)
+        self.values[-1] = mean
+        self.peaks[-1] = max(self.peaks[-1], value)
+        self.counts[-1] = count + 1
+
     def expire(self, now: float) -> None:
-        """Let go of readings more than an hour before `now`."""
+        """Let go of points more than an hour before `now`."""
         gone = bisect_left(self.times, now - HOUR)
         if not gone:
             return
         for ts, value in zip(self.times[:gone], self.values[:gone], strict=True):
             del self.ordered[bisect_left(self.ordered, value)]
             self._count(ts, value, -1.0)
-        del self.times[:gone]
-        del self.values[:gone]
+        for column in (self.times, self.values, self.peaks, self.counts):
+            del column[:gone]
 
     def _count(self, ts: float, value: float, sign: float) -> None:
         t = ts - self._origin
@@ -147,30 +187,35 @@ class SeriesTrail:
             self._count(ts, value, 1.0)
 
     def hour_trend(self, now: float) -> Trend | None:
+        """Average, median and slope of the hour's points; its maximum and count, of every
+        reading."""
         self.expire(now)
-        count = len(self.values)
-        if not count:
+        points = len(self.values)
+        if not points:
             return None
         sum_t, sum_v, sum_tt, sum_tv = self._sums
-        average = sum_v / count
-        spread = sum_tt - sum_t * sum_t / count
-        slope = (sum_tv - sum_t * sum_v / count) / spread if count >= 2 and spread > 0 else 0.0
+        average = sum_v / points
+        spread = sum_tt - sum_t * sum_t / points
+        slope = (sum_tv - sum_t * sum_v / points) / spread if points >= 2 and spread > 0 else 0.0
         rise = slope * (self.times[-1] - self.times[0])
-        middle = count // 2
+        middle = points // 2
         median = (
             self.ordered[middle]
-            if count % 2
+            if points % 2
             else (self.ordered[middle - 1] + self.ordered[middle]) / 2
         )
         increasing = rise > 0 and rise > RISE_SHARE * abs(average)
-        return Trend(count, average, median, self.ordered[-1], slope * 60.0, increasing)
+        return Trend(sum(self.counts), average, median, max(self.peaks), slope * 60.0, increasing)
 
     def last_hour(self, now: float) -> tuple[list[float], list[float]]:
+        """The hour's points: (times, means)."""
         start = bisect_left(self.times, now - HOUR)
         return self.times[start:].tolist(), self.values[start:].tolist()
 
-    def recent(self, count: int = RECENT_CYCLES) -> tuple[list[float], list[float]]:
-        return self.times[-count:].tolist(), self.values[-count:].tolist()
+    def recent(self, now: float) -> tuple[list[float], list[float]]:
+        """The last 10 readings as they came, of this hour only."""
+        kept = [(t, v) for t, v in self._recent if t >= now - HOUR]
+        return [t for t, _ in kept], [v for _, v in kept]
 
 
 class TrendStore:
@@ -204,6 +249,5 @@ class TrendStore:
         """(series, last 10 readings, last hour) for every kept series, sorted."""
         out = []
         for key, trail in sorted(self.trails.items()):
-            trail.expire(now)  # "the last 10" of a series that went quiet: from this hour only
-            out.append((key, trend(*trail.recent()), trail.hour_trend(now)))
+            out.append((key, trend(*trail.recent(now)), trail.hour_trend(now)))
         return out

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 
 import pytest
 
 from fossamon.model import Batch, Sample, make_labels
-from fossamon.web.trends import HOUR, SeriesTrail, TrendStore, trend
+from fossamon.web.trends import HOUR, SPACING, SeriesTrail, TrendStore, trend
 
 T0 = 1_800_000_000.0
 
@@ -30,26 +31,61 @@ def test_noise_around_a_flat_line_is_not_increasing():
     assert not found.increasing
 
 
+def points_of(readings: list[tuple[float, float]]) -> list[tuple[float, list[float]]]:
+    """The hour's points, by the rule: a reading less than SPACING after the start of the
+    last point is merged into it."""
+    points: list[tuple[float, list[float]]] = []
+    for t, v in readings:
+        if points and t - points[-1][0] < SPACING:
+            points[-1][1].append(v)
+        else:
+            points.append((t, [v]))
+    return points
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_the_hour_kept_up_to_date_equals_a_recomputation(seed):
     rng = random.Random(seed)
     trail, readings, ts = SeriesTrail(), [], T0
     for i in range(rng.randint(1, 3000)):
-        ts += rng.choice([0.5, 1.0, 10.0, 60.0, 400.0, 30_000.0])  # gaps; a rebase after a day
+        ts += rng.choice([0.5, 1.0, 4.0, 10.0, 60.0, 400.0, 30_000.0])  # gaps; a rebase
         value = rng.gauss(50, 10) + 0.001 * i
         trail.add(ts, value)
         readings.append((ts, value))
     now = ts + rng.random() * 200
-    kept = [(t, v) for t, v in readings if t >= now - HOUR]
-    got, want = trail.hour_trend(now), trend([t for t, _ in kept], [v for _, v in kept])
+    kept = [(t, vs) for t, vs in points_of(readings) if t >= now - HOUR]
+    means = [statistics.fmean(vs) for _, vs in kept]
+    got, want = trail.hour_trend(now), trend([t for t, _ in kept], means)
     if want is None:
         assert got is None
         return
     assert got is not None
-    for field in ("count", "average", "median", "maximum", "slope_per_minute"):
+    for field in ("average", "median", "slope_per_minute"):
         assert getattr(got, field) == pytest.approx(getattr(want, field), rel=1e-6, abs=1e-9)
-    reference = statistics.linear_regression(*zip(*kept, strict=True)).slope if len(kept) > 1 else 0
+    assert got.count == sum(len(vs) for _, vs in kept)  # readings, not points
+    assert got.maximum == max(max(vs) for _, vs in kept)  # the readings' own, not a mean's
+    times = [t for t, _ in kept]
+    reference = statistics.linear_regression(times, means).slope if len(kept) > 1 else 0
     assert got.slope_per_minute == pytest.approx(reference * 60, rel=1e-6, abs=1e-9)
+    assert trail.last_hour(now) == (times, pytest.approx(means))
+
+
+def test_an_hour_of_1s_readings_is_720_points_and_the_last_10_are_readings():
+    trail = SeriesTrail()
+    for i in range(2 * 3600):
+        trail.add(T0 + i, float(i % 100))
+    now = T0 + 2 * 3600 - 1
+    times, values = trail.last_hour(now)
+    assert len(times) == HOUR / SPACING
+    assert values[-1] == statistics.fmean(float(i % 100) for i in range(7195, 7200))
+    assert all(b - a == SPACING for a, b in itertools.pairwise(times))
+    hour = trail.hour_trend(now)
+    assert hour is not None
+    assert (hour.count, hour.maximum) == (3600, 99.0)
+    recent = trend(*trail.recent(now))
+    assert recent is not None
+    assert (recent.count, recent.maximum, recent.average) == (10, 99.0, 94.5)
+    assert trail.values.buffer_info()[1] <= HOUR / SPACING + 1  # bounded memory
 
 
 def test_the_store_keeps_key_series_only_and_at_most_its_limit():
