@@ -321,7 +321,8 @@ class AlertDispatcher:
                 version = await self.store.data_version()
                 force = version != self._data_version
                 self._data_version = version
-            if force or now - self._silences_read_at >= SILENCES_REREAD:
+            # (a negative age: the clock stepped back since; read them, do not wait it out)
+            if force or not 0 <= now - self._silences_read_at < SILENCES_REREAD:
                 self.silences = await self.store.active_silences(now)
                 self._silences_read_at = now
                 self._silences_fresh_until = time.monotonic() + SILENCES_FRESH
@@ -430,8 +431,10 @@ class AlertDispatcher:
             # The last evaluation time measures the downtime a restart takes off `for` and
             # `keep_firing_for`: while one is running it must be fresh, else it may be lazy.
             since = now - self._saved_at
-            if since < SAVE_WHILE_TIMING or (since < SAVE_EVERY and not self.evaluator.timing()):
-                return []
+            if 0 <= since < SAVE_WHILE_TIMING or (
+                0 <= since < SAVE_EVERY and not self.evaluator.timing()
+            ):
+                return []  # (a negative `since`: the clock stepped back; save)
         try:
             ids = await self.store.commit(changes, outbox, now)
         except Exception as exc:  # noqa: BLE001 - see the module docstring

@@ -108,12 +108,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_once(args: argparse.Namespace) -> int:
     from fossamon.model import Severity  # noqa: PLC0415
     from fossamon.oneshot import render_json, render_table, run_once  # noqa: PLC0415
+    from fossamon.rlimits import descriptors_needed, fit_open_files_limit  # noqa: PLC0415
     from fossamon.runner import run_bounded  # noqa: PLC0415
 
     config, _ = _load(args.config)
     if config is None:
         return EX_CONFIG
     ready = config
+    limit = fit_open_files_limit(descriptors_needed(config))  # as the daemon does
+    if not limit.enough:
+        print(  # stderr: stdout is the table or the JSON
+            f"fossamon once: the open-files limit ({limit.soft}, hard {limit.hard}) is below "
+            f"the {limit.needed} this config can hold open; probes past it fail as 'Too many "
+            "open files' (raise `ulimit -n`, or lower collectors.api.max_concurrency)",
+            file=sys.stderr,
+        )
 
     async def once() -> int:
         result = await run_once(ready)

@@ -180,7 +180,8 @@ class Daemon:
             return EX_CANTCREAT
         try:
             try:
-                await self.alerts.start(store, time.time(), self.config)
+                # a step since __init__ seen now, while nothing is kept yet to move twice
+                await self.alerts.start(store, self.pipeline.follow_clock(), self.config)
             except SinkError as exc:
                 log.error("cannot start: a sink cannot be set up", error=str(exc))
                 return EX_CONFIG
@@ -330,12 +331,12 @@ class Daemon:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             due = next_tick(max(time.monotonic(), due), ALERT_TICK)
             try:
-                self.pipeline.follow_clock()  # before the output checks read the time
+                now = self.pipeline.follow_clock()  # a step, before anything reads the time
                 outputs = {"metrics": self.metrics_out, "alerts": self.alerts_out}
                 for writer in outputs.values():
                     # rotation on schedule, written to or not; fsync when due; never waits
-                    writer.housekeep(time.time())
-                await self.alerts.watch_outputs(outputs, time.time())
+                    writer.housekeep(now)
+                await self.alerts.watch_outputs(outputs, now)
                 await self.pipeline.tick(time.time())
                 if time.monotonic() - reported >= REPORT_EVERY:
                     reported = time.monotonic()
@@ -510,7 +511,7 @@ class Daemon:
             with contextlib.suppress(OSError):  # back where it listened, where still possible
                 await self._configure_web(old.exporter)
             raise
-        now = time.time()
+        now = self.pipeline.follow_clock()  # a step seen now is not moved twice below
         self.pipeline.host = new.host()
         # Rules first, so collectors rebuilt below feed the new rules from their first run.
         resolved = self.evaluator.replace_rules(new.rules, now, no_data_defaults(new))

@@ -66,7 +66,11 @@ class _Alert:
     seeded: bool = False  # restored at a restart from the evaluator's state
 
     def end(self, at: float, now: float) -> None:
-        self.ends_at = max(at, self.starts_at)
+        # The wall clock may have stepped back since it began: an endsAt still ahead would keep
+        # it firing in Alertmanager for as long, and Alertmanager refuses an end before the
+        # start. Then it began and ended now, as far as this clock can say.
+        self.starts_at = min(self.starts_at, at)
+        self.ends_at = at
         self.forget_at = now + RESOLVED_RESEND_FOR
         self.resolve_sent = False
 
@@ -201,7 +205,10 @@ class AlertmanagerSink:
         done = [
             key
             for key, alert in self.alerts.items()
-            if alert.ends_at is not None and alert.resolve_sent and now >= alert.forget_at
+            if alert.ends_at is not None
+            and alert.resolve_sent
+            # (further away than it can be: the clock stepped back since; forget it now)
+            and not 0 < alert.forget_at - now <= RESOLVED_RESEND_FOR
         ]
         for key in done:
             del self.alerts[key]

@@ -205,6 +205,7 @@ class SinkWorker:
         self._clock = clock
         self._queue: deque[Delivery] = deque()
         self._parked: deque[Delivery] = deque()  # given up on; delivered again at _parked_until
+        # monotonic, like _resend_not_before: a step of the wall clock must not hold them
         self._parked_until = 0.0
         self._reported: set[int] = set()  # id() of parked deliveries logged as failed already
         self._in_flight: Sequence[Delivery] = ()
@@ -334,7 +335,7 @@ class SinkWorker:
 
     async def _run(self) -> None:
         while True:
-            if self._parked and self._clock() >= self._parked_until:
+            if self._parked and time.monotonic() >= self._parked_until:
                 if self._stopping.is_set():
                     return  # they stay in the outbox: the next start sends them
                 self._queue.extendleft(reversed(self._parked))  # first, in their order
@@ -349,7 +350,7 @@ class SinkWorker:
                 await self._resend()
                 continue
             if self._parked:  # new events wait behind them, for order's sake
-                until = max(0.0, self._parked_until - self._clock())
+                until = max(0.0, self._parked_until - time.monotonic())
                 delay = until if delay is None else min(delay, until)
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
@@ -377,7 +378,7 @@ class SinkWorker:
         due = self.sink.next_due(now)
         if due is None:
             return None
-        return max(due, self._resend_not_before - now)
+        return max(due, self._resend_not_before - time.monotonic())
 
     async def _deliver(self, batch: Sequence[Delivery]) -> None:
         self._in_flight = batch
@@ -473,7 +474,7 @@ class SinkWorker:
             )  # fmt: skip
         self._reported.update(id(d) for d in batch)
         self._parked.extend(batch)
-        self._parked_until = self._clock() + keep_for
+        self._parked_until = time.monotonic() + keep_for
         self.stats.queued = len(self._queue) + len(self._parked)
 
     def _failed(self, batch: Sequence[Delivery], message: str, **fields: object) -> None:
@@ -525,7 +526,7 @@ class SinkWorker:
             )
             self._resend_failures += 1
             # at least a tenth of `backoff`: full jitter may draw ~0, and the work stays due
-            self._resend_not_before = self._clock() + max(delay, self.config.backoff / 10)
+            self._resend_not_before = time.monotonic() + max(delay, self.config.backoff / 10)
             if self._resend_failures == 1:
                 log.warning("re-sending alerts failed", sink=self.name, error=reason)
             return

@@ -237,7 +237,7 @@ class JsonlWriter:
             return self._rotate(now)
         # Either mode: a file removed (its folder too) or moved under us would swallow every
         # line written to it from now on, unseen; continue at the path instead.
-        if now - self._checked_at >= 1.0:
+        if not 0 <= now - self._checked_at < 1.0:  # negative: the clock stepped back
             self._checked_at = now
             return self._follow_path()
         return False
@@ -411,7 +411,7 @@ class JsonlWriter:
         (`fossamon.storage.output`), never on the event loop."""
         if self.sync_mode != "interval" or not self._unsynced or self.fd is None:
             return
-        if now - self._synced_at < self.sync_interval:
+        if 0 <= now - self._synced_at < self.sync_interval:  # negative: the clock stepped back
             return
         self._synced_at = now
         self._sync_now()

@@ -47,7 +47,7 @@ def status_document(daemon: Daemon, now: float | None = None) -> dict[str, Any]:
         "version": __version__,
         "generation": daemon.generation,
         "started_at": iso_ts(daemon.started_at),
-        "uptime_seconds": round(now - daemon.started_at, 3),
+        "uptime_seconds": round(max(0.0, now - daemon.started_at), 3),  # a step back: 0
         "health": {"ok": daemon.health.ok, "reasons": list(daemon.health.reasons)},
         "process": _process(),
         "collectors": {

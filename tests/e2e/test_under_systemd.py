@@ -242,6 +242,14 @@ class World:
         pytest.fail(f"{what} not reached within {timeout}s")
 
 
+def open_files_limit(world: World, pid: int) -> tuple[int, int]:
+    """(soft, hard) RLIMIT_NOFILE of `pid` in the container."""
+    limits = world.container.run("cat", f"/proc/{pid}/limits").stdout
+    row = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    soft, hard = row.split()[3:5]
+    return int(soft), int(hard)
+
+
 def cadence(lines: list[dict], collector: str, last: int = 4) -> float:
     stamps = [
         datetime.fromisoformat(line["ts"]).timestamp()
@@ -348,6 +356,30 @@ class TestReload:
         assert world.main_pid() == pid
         assert 1.7 < before < 2.3
         assert 0.35 < after < 0.65
+        world.config.write_text(world.good)
+        world.systemctl("reload", UNIT)
+
+    def test_a_reload_that_needs_more_open_files_raises_the_limit_under_the_unit(self, world):
+        """systemd gives a service a soft open-files limit of 1024; 400 endpoints at
+        `max_concurrency = 400` may hold 1,056 open: the daemon raises its own soft limit,
+        through the unit's seccomp filter (setrlimit is `prlimit64`, not in @resources)."""
+        world.ensure_running_good()
+        pid = world.main_pid()
+        assert open_files_limit(world, pid) == (1024, 524288)  # systemd's, untouched so far
+        endpoints = "".join(
+            f'[[collectors.api.endpoints]]\nname = "many_{n}"\npath = "/api/health"\n'
+            for n in range(400)
+        )
+        crowded = config_text(world.url, extra=endpoints).replace(
+            "base_url =", "max_concurrency = 400\nbase_url =", 1
+        )
+        world.config.write_text(crowded)
+        world.systemctl("reload", UNIT)
+        assert world.main_pid() == pid
+        assert open_files_limit(world, pid) == (256 + 2 * 400, 524288)
+        assert "open-files limit raised" in world.journal()
+        assert "open-files limit below" not in world.journal()
+        record(f"open files after the crowded reload: {open_files_limit(world, pid)}")
         world.config.write_text(world.good)
         world.systemctl("reload", UNIT)
 

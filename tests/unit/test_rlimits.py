@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import subprocess
 import sys
 
@@ -69,6 +70,11 @@ def fit_in_child(soft: int, hard: int, needed: int) -> list:
 HARD = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 4096)
 
 
+@pytest.fixture(autouse=True)
+def room_to_raise(need) -> None:
+    need(HARD >= 1000, "a hard open-files limit of 1000 or more, to lower and raise under")
+
+
 def test_the_soft_limit_is_raised_as_far_as_needed():
     assert fit_in_child(256, HARD, 600) == [256, 600, HARD, True, True, None, [600, HARD]]
 
@@ -118,3 +124,22 @@ def test_the_daemon_warns_when_the_limit_stays_too_low(monkeypatch):
     assert "LimitNOFILE=" in short["event"]
     assert "collectors.api.max_concurrency" in short["event"]
     assert (short["needed"], short["soft"], short["hard"]) == (2256, 1024, 1024)
+
+
+def test_once_warns_when_the_limit_stays_too_low(tmp_path, need):
+    need(shutil.which("prlimit") is not None, "prlimit (util-linux)")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[collectors.system]\nenabled = false\n"
+        + api_section(100).replace("[collectors.api]\n", "[collectors.api]\ntimeout = '1s'\n")
+    )
+    once = [sys.executable, "-m", "fossamon", "once", "-c", str(config)]
+    done = subprocess.run(
+        ["prlimit", "--nofile=300:300", "--", *once],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "open-files limit (300, hard 300) is below the 456 this config" in done.stderr
+    assert "api" in done.stdout  # and it ran all the same

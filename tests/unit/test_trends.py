@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import statistics
 
@@ -76,16 +77,24 @@ def test_an_hour_of_1s_readings_is_720_points_and_the_last_10_are_readings():
         trail.add(T0 + i, float(i % 100))
     now = T0 + 2 * 3600 - 1
     times, values = trail.last_hour(now)
-    assert len(times) == HOUR / SPACING
+    assert len(times) == 720  # a point every 5 readings: the 5th is 4 s after the first
     assert values[-1] == statistics.fmean(float(i % 100) for i in range(7195, 7200))
-    assert all(b - a == SPACING for a, b in itertools.pairwise(times))
+    assert all(b - a == 5.0 for a, b in itertools.pairwise(times))
     hour = trail.hour_trend(now)
     assert hour is not None
     assert (hour.count, hour.maximum) == (3600, 99.0)
     recent = trend(*trail.recent(now))
     assert recent is not None
     assert (recent.count, recent.maximum, recent.average) == (10, 99.0, 94.5)
-    assert trail.values.buffer_info()[1] <= HOUR / SPACING + 1  # bounded memory
+
+
+def test_a_5s_series_keeps_every_reading_despite_the_schedulers_jitter():
+    trail, rng = SeriesTrail(), random.Random(7)
+    for i in range(720):
+        trail.add(T0 + 5 * i + rng.uniform(-0.005, 0.005), float(i))
+    times, values = trail.last_hour(T0 + 5 * 719)
+    assert (len(times), values) == (720, [float(i) for i in range(720)])
+    assert HOUR / SPACING == 800  # the most points an hour can hold
 
 
 def test_the_store_keeps_key_series_only_and_at_most_its_limit():
@@ -114,14 +123,33 @@ def test_the_hosts_series_get_a_trail_even_when_endpoints_filled_the_limit():
     assert len(store.trails) == 3
 
 
-def test_a_clock_stepping_back_starts_the_trail_over_instead_of_freezing_it():
+@pytest.mark.parametrize("quiet_for", [0.0, 2 * HOUR])
+def test_a_clock_stepping_back_starts_the_trail_over_instead_of_freezing_it(quiet_for):
+    """Also after a silence longer than the hour, which emptied the points but not the last
+    10 readings."""
     trail = SeriesTrail()
     for i in range(5):
         trail.add(T0 + 10 * i, float(i))
+    if quiet_for:
+        assert trail.hour_trend(T0 + quiet_for) is None
     trail.add(T0 - 3600, 7.0)  # an hour back
     found = trail.hour_trend(T0 - 3600)
     assert found is not None
     assert (found.count, found.average) == (1, 7.0)
+    assert trail.recent(T0 - 3600) == ([T0 - 3600], [7.0])
+
+
+def test_infinite_readings_are_left_out():
+    """inf - inf is NaN: one would poison the merged mean and the sorted values."""
+    store = TrendStore()
+    for i, value in enumerate([1.0, math.inf, 2.0, -math.inf, math.nan, 3.0]):
+        store.add_batch(Batch("system", T0 + i, 0.0, (Sample("system_cpu_percent", value),)))
+    ((_, recent, hour),) = store.trends(T0 + 6)
+    assert recent is not None
+    assert hour is not None
+    # points: 1.0 and 2.0 merged (1.5, 2 s apart), then 3.0; count and max from readings
+    assert (hour.count, hour.average, hour.median, hour.maximum) == (3, 2.25, 2.25, 3.0)
+    assert recent.count == 3
 
 
 def test_the_last_10_of_a_series_that_went_quiet_come_from_this_hour_only():
