@@ -101,7 +101,8 @@ def ready(status: dict) -> bool:
         firing
         and len(runs) == 3
         and min(runs) >= 3
-        and all(counts.get(m, 0) >= 2 for m in (*wanted, "api_response_seconds"))
+        # 12 readings 0.5 s apart span two of the hour's points (4.5 s apart: trends.py)
+        and all(counts.get(m, 0) >= 12 for m in (*wanted, "api_response_seconds"))
     )
 
 
