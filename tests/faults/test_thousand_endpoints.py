@@ -126,8 +126,7 @@ class HalfHanging:
 @pytest.fixture
 def enough_descriptors_for_the_test(need) -> Iterator[None]:
     """The test's server (a child: it inherits the limit) holds up to 1,000 connections: the
-    soft limit must allow them
-    (CI may start it at 1024)."""
+    soft limit must allow them (CI may start it at 1024)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = HARD_LIMIT
     if hard != resource.RLIM_INFINITY and hard < wanted:
