@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import start_daemon
+from faults_support import ARTIFACTS
 from support import daemon_head
-
-ARTIFACTS = Path(__file__).parent.parent.parent / "artifacts"
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from faults_support import assert_cadence_kept, assert_nothing_lost
 from support import daemon_head
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 ENDPOINTS = 1000
@@ -219,30 +219,9 @@ async def test_thousand_endpoints_half_hanging(
             what="any alert of the first run resolved",
         )
         server.hang(on=True)
-        hung_from, alerts_from = len(api_runs()), len(daemon.lines(daemon.alerts))
-        await daemon.wait_for(
-            lambda: sum(half_hanging(line) for line in api_runs()[hung_from:]) >= 5,
-            timeout=30,
-            what="5 runs with exactly the hanging half timed out",
-        )
-        await daemon.wait_for(
-            lambda: len(events(daemon, "firing", alerts_from)) >= ENDPOINTS // 2,
-            what="api_down firing for each hanging endpoint",
-        )
-        hanging_half = {endpoint_name(n) for n in range(ENDPOINTS) if hangs(n)}
-        assert sorted(events(daemon, "firing", alerts_from)) == sorted(hanging_half)  # once each
+        await next_phase(daemon, api_runs, half_hanging, 5, "firing", "the hanging half timed out")
         server.hang(on=False)
-        recovered_from, alerts_from = len(api_runs()), len(daemon.lines(daemon.alerts))
-        await daemon.wait_for(
-            lambda: sum(all_up(line) for line in api_runs()[recovered_from:]) >= 3,
-            timeout=30,
-            what="3 runs with all 1,000 endpoints up again",
-        )
-        await daemon.wait_for(
-            lambda: len(events(daemon, "resolved", alerts_from)) >= ENDPOINTS // 2,
-            what="api_down resolved for each endpoint that hung",
-        )
-        assert sorted(events(daemon, "resolved", alerts_from)) == sorted(hanging_half)
+        await next_phase(daemon, api_runs, all_up, 3, "resolved", "all 1,000 endpoints up again")
         rc, took = await daemon.stop()
     finally:
         await server.stop()
@@ -262,6 +241,30 @@ async def test_thousand_endpoints_half_hanging(
         assert line["duration_ms"] < INTERVAL * 1000, line["duration_ms"]
     assert len(events(daemon, "firing")) == len(events(daemon, "resolved"))
     assert_nothing_lost(daemon)
+
+
+async def next_phase(
+    daemon,
+    api_runs: ApiRuns,
+    run_is: Callable[[dict[str, Any]], bool],
+    runs: int,
+    event: str,
+    what: str,
+) -> None:
+    """From now on: `runs` runs of which `run_is` holds, and api_down's `event` once for each
+    endpoint that hangs, and for no other."""
+    runs_from, alerts_from = len(api_runs()), len(daemon.lines(daemon.alerts))
+    await daemon.wait_for(
+        lambda: sum(run_is(line) for line in api_runs()[runs_from:]) >= runs,
+        timeout=30,
+        what=f"{runs} runs with {what}",
+    )
+    await daemon.wait_for(
+        lambda: len(events(daemon, event, alerts_from)) >= ENDPOINTS // 2,
+        what=f"api_down {event} for each endpoint that hangs",
+    )
+    hanging_half = {endpoint_name(n) for n in range(ENDPOINTS) if hangs(n)}
+    assert sorted(events(daemon, event, alerts_from)) == sorted(hanging_half)  # once each
 
 
 def events(daemon, event: str, since: int = 0) -> list[str]:
